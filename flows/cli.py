@@ -1,0 +1,194 @@
+"""The `mersemi` command line. Every command works on a workspace and takes --json.
+
+Exit codes: 0 done; 1 a check failed; 2 unusable input (layout, parameters);
+3 the workspace is busy or its catalog unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Semi-supervised multimodal emotion recognition pipeline.")
+out = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = Annotated[Path | None, typer.Option(
+    "--workspace", "-w", envvar="MERSEMI_WORKSPACE",
+    help="workspace folder [default: ./mersemi-workspace]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")]
+
+
+def fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Turn the errors a user can act on into a message and an exit code, not a traceback."""
+    from pydantic import ValidationError
+
+    from storage.catalog import CatalogError
+    from storage.ingest import LayoutError
+    from storage.workspace import WorkspaceBusy
+
+    try:
+        return fn(*args, **kwargs)
+    except (LayoutError, ValidationError, ValueError) as exc:
+        fail(str(exc), 2)
+    except (WorkspaceBusy, CatalogError) as exc:
+        fail(str(exc), 3)
+
+
+def show_ingest(summary: dict) -> None:
+    table = Table(title=f"ingest: {summary['dataset']} ({summary['layout']} layout)")
+    for col in ("clips", "ok", "degraded", "errors", *summary["by_split"]):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(summary[k]) for k in ("registered", "ok", "degraded", "errors")),
+                  *(str(v) for v in summary["by_split"].values()))
+    out.print(table)
+    if summary["by_reason"]:
+        reasons = Table(title="clips that are not ok, by reason")
+        reasons.add_column("reason")
+        reasons.add_column("clips", justify="right")
+        for reason, n in summary["by_reason"].items():
+            reasons.add_row(reason, str(n))
+        out.print(reasons)
+    for warning in summary["warnings"]:
+        out.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if summary["changed"]:
+        out.print(f"registry: {summary['registry']} (run {summary['run_id']})", highlight=False)
+    else:
+        out.print(f"unchanged: the current registry stands ({summary['registry']})",
+                  highlight=False)
+
+
+@app.command()
+def ingest(
+    dataset_dir: Annotated[Path, typer.Argument(
+        help="MER2025-layout folder, folder of videos, or manifest CSV")],
+    workspace: WorkspaceOpt = None,
+    labels: Annotated[str | None, typer.Option(
+        help="label set, comma-separated [default: MER2025's six]")] = None,
+    layout: Annotated[str | None, typer.Option(help="mer2025, manifest or folder")] = None,
+    text_column: Annotated[str, typer.Option(help="subtitle column: english or chinese")] = "english",
+    name: Annotated[str | None, typer.Option(help="dataset name [default: folder name]")] = None,
+    jobs: Annotated[int, typer.Option(help="processes probing media")] = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register every clip of a dataset: media probed and hashed, bad clips with a reason."""
+    from flows.ingest import ingest_flow
+    from flows.params import IngestParams
+    from storage.workspace import resolve
+
+    def go():
+        params = IngestParams(dataset_dir=dataset_dir, workspace=resolve(workspace),
+                              layout=layout, text_column=text_column, dataset=name, jobs=jobs,
+                              **({"labels": labels} if labels else {}))
+        return ingest_flow(params)
+
+    summary = run_guarded(go)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        show_ingest(summary)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="where the synthetic corpus goes")] = Path(
+        "demo-corpus"),
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a small SYNTHETIC corpus and run the pipeline's stages on it."""
+    from flows.ingest import ingest_flow
+    from flows.params import IngestParams
+    from storage.synthetic import make_corpus
+    from storage.workspace import resolve
+
+    notice = ("This demo runs on a SYNTHETIC corpus (cartoon faces, synthetic voices, template "
+              "subtitles): not real data, and its numbers say nothing about real clips.")
+    if not as_json:
+        out.print(f"[bold]{notice}[/]")
+    corpus = make_corpus(out_dir)
+    summary = {"synthetic": True, "notice": notice, "corpus": str(out_dir.resolve()),
+               "corpus_counts": corpus}
+    ingested = run_guarded(ingest_flow, IngestParams(dataset_dir=out_dir,
+                                                     workspace=resolve(workspace)))
+    summary["ingest"] = ingested
+    summary["stages_run"] = ["ingest"]
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    out.print(f"generated {corpus['clips']} synthetic clips in {summary['corpus']} "
+              f"({corpus['train']} labelled, {corpus['candidate']} candidates)", highlight=False)
+    show_ingest(ingested)
+    out.print("stages run: ingest (features, training, teacher and mining land in later "
+              "releases)")
+
+
+@app.command()
+def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Datasets, clip counts by split and status, and the latest runs of a workspace."""
+    from storage.workspace import Workspace
+
+    def go():
+        ws = Workspace(workspace)
+        with ws.catalog.reader() as s:
+            return {
+                "workspace": str(ws.root),
+                "clips": s.records("clip_status_counts"),
+                "runs": s.records("list_runs", limit=10),
+            }
+
+    summary = run_guarded(go)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    table = Table(title=f"clips in {summary['workspace']}")
+    for col in ("dataset", "split", "status", "clips"):
+        table.add_column(col)
+    for r in summary["clips"]:
+        table.add_row(r["dataset"], r["split"], r["status"], str(r["n_clips"]))
+    out.print(table)
+    runs = Table(title="latest runs")
+    for col in ("run_id", "command", "status", "started_at", "error"):
+        runs.add_column(col)
+    for r in summary["runs"]:
+        runs.add_row(*(str(r[k] or "") for k in ("run_id", "command", "status", "started_at",
+                                                  "error")))
+    out.print(runs)
+
+
+@app.command()
+def check(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the catalog's invariant queries; exit 1 if any returns a row."""
+    from storage.catalog import check_names
+    from storage.workspace import Workspace
+
+    failed = run_guarded(lambda: Workspace(workspace).catalog.failed_checks())
+    summary = {"checks": check_names(), "failed": {k: len(v) for k, v in failed.items()}}
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        for name in summary["checks"]:
+            mark = "[red]FAIL[/]" if name in failed else "[green]ok[/]"
+            out.print(f"{mark} {name}" + (f" ({len(failed[name])} rows)" if name in failed else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app(prog_name="mersemi")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

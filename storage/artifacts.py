@@ -1,0 +1,127 @@
+"""The Parquet artifact store: one root folder, `<run_id>/<stage>/<name>.parquet`.
+
+Writes are atomic (a temporary file in the same folder, fsync, then rename), so a reader or
+a crash never sees half a file; each artifact carries the sha256 of its bytes, which the
+catalog records and later stages use as a content key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """What the catalog records about one stored artifact (paths relative to the store)."""
+
+    artifact_id: str
+    run_id: str
+    stage: str
+    name: str
+    path: str
+    sha256: str
+    n_rows: int
+    n_bytes: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _segment(kind: str, value: str) -> str:
+    if not SEGMENT.match(value) or ".." in value:
+        raise ValueError(
+            f"artifact {kind} {value!r} must be letters, digits, '.', '_', '=' or '-' "
+            "and must not contain '..'"
+        )
+    return value
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Parquet encoding of a frame; the same frame gives the same bytes (no index stored)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` holds either the old or the new bytes, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class ArtifactStore:
+    """Parquet files under one root folder (Kedro-style contract: save, load, exists)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root)!r})"
+
+    def relpath(self, run_id: str, stage: str, name: str) -> str:
+        return "/".join(
+            (_segment("run id", run_id), _segment("stage", stage), _segment("name", name))
+        ) + ".parquet"
+
+    def save(self, frame: pd.DataFrame, run_id: str, stage: str, name: str,
+             data: bytes | None = None) -> ArtifactRef:
+        """Store `frame` (or its already-encoded Parquet `data`) and describe it."""
+        rel = self.relpath(run_id, stage, name)
+        data = parquet_bytes(frame) if data is None else data
+        atomic_write(self.root / rel, data)
+        return ArtifactRef(
+            artifact_id=rel[: -len(".parquet")], run_id=run_id, stage=stage, name=name,
+            path=rel, sha256=sha256_bytes(data), n_rows=len(frame), n_bytes=len(data),
+        )
+
+    def path(self, ref: ArtifactRef | str) -> Path:
+        rel = ref.path if isinstance(ref, ArtifactRef) else ref
+        return self.root / rel
+
+    def exists(self, ref: ArtifactRef | str) -> bool:
+        return self.path(ref).is_file()
+
+    def load(self, ref: ArtifactRef | str, verify: bool = False) -> pd.DataFrame:
+        """Read an artifact; with `verify`, refuse one whose bytes differ from its recorded hash."""
+        path = self.path(ref)
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {path} is missing from the store")
+        if verify and isinstance(ref, ArtifactRef):
+            digest = sha256_bytes(path.read_bytes())
+            if digest != ref.sha256:
+                raise ValueError(
+                    f"artifact {path} was changed after it was written "
+                    f"(sha256 {digest[:12]}, catalog says {ref.sha256[:12]})"
+                )
+        return pd.read_parquet(path)

@@ -1,0 +1,211 @@
+"""The DuckDB catalog: runs, stages, artifacts and their lineage, clips, decisions, teacher
+answers and metrics.
+
+One writer at a time. DuckDB lets no other process open a file while one holds it
+read-write (not even read-only), so the flow process opens the catalog only for the length of
+one write transaction (`Catalog.writer()`), and audit readers (`Catalog.reader()`) wait for
+that lock with a bounded back-off instead of failing. Tasks never open the catalog: they
+return data and the flow records it.
+
+The schema lives in `storage/sql/migrations/` (one file per version, applied in order);
+queries live in `storage/sql/<name>.sql`, one per file, and take bound parameters only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class CatalogError(RuntimeError):
+    """The catalog cannot be used as asked (busy, wrong schema version, missing)."""
+
+
+@cache
+def sql(name: str) -> str:
+    """The text of the query `storage/sql/<name>.sql`."""
+    return resources.files("storage").joinpath("sql", f"{name}.sql").read_text("utf-8")
+
+
+@cache
+def migrations() -> tuple[tuple[int, str, str], ...]:
+    """(version, file name, SQL) of every migration, in order."""
+    folder = resources.files("storage").joinpath("sql", "migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise CatalogError(f"migrations must be numbered 0001, 0002, ... without gaps: {versions}")
+    return tuple(found)
+
+
+SCHEMA_VERSION = len(migrations())
+
+
+def check_names() -> list[str]:
+    """Names of the invariant queries (`storage/sql/checks/*.sql`): each must return no row."""
+    folder = resources.files("storage").joinpath("sql", "checks")
+    return sorted(e.name[:-4] for e in folder.iterdir() if e.name.endswith(".sql"))
+
+
+def now() -> datetime:
+    """Naive UTC timestamp, as stored in the catalog's TIMESTAMP columns."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return "lock" in str(exc).lower()
+
+
+@dataclass
+class Session:
+    """One open connection: named queries with bound parameters, and registered frames."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def run(self, query: str, /, **params: Any) -> duckdb.DuckDBPyConnection:
+        """Execute the named query `storage/sql/<query>.sql` with bound parameters."""
+        return self.con.execute(sql(query), _bind(params))
+
+    def frame(self, query: str, /, **params: Any) -> pd.DataFrame:
+        return self.run(query, **params).df()
+
+    def records(self, query: str, /, **params: Any) -> list[dict]:
+        """A named query's rows as JSON-ready dicts (timestamps as ISO text, NULL as None)."""
+        return json.loads(self.frame(query, **params).to_json(orient="records", date_format="iso"))
+
+    def query(self, text: str, params: list | Mapping | None = None) -> pd.DataFrame:
+        """An ad-hoc query (audit console, tests); parameters are bound, never pasted."""
+        return self.con.execute(text, params or []).df()
+
+    def register(self, name: str, frame: pd.DataFrame) -> None:
+        self.con.register(name, frame)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+
+def _bind(params: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-encode dicts and lists so they land in JSON columns as JSON text."""
+    return {k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+            for k, v in params.items()}
+
+
+class Catalog:
+    """The workspace's catalog file. Cheap to construct; connections are short-lived."""
+
+    def __init__(self, path: str | Path, lock_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.path)!r})"
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                    if _is_lock_error(exc):
+                        raise CatalogError(
+                            f"catalog {self.path} stayed locked by another process for "
+                            f"{self.lock_timeout_s:.0f} s: {exc}"
+                        ) from exc
+                    raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def version(self, con: duckdb.DuckDBPyConnection) -> int:
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()[0]
+        if not exists:
+            return 0
+        return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        current = self.version(con)
+        if current > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self.path} has schema v{current}, newer than this mersemi "
+                f"(v{SCHEMA_VERSION}): upgrade mersemi"
+            )
+        for version, name, text in migrations()[current:]:
+            con.execute("BEGIN")
+            try:
+                if version == 1:
+                    con.execute(
+                        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                        "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+                    )
+                con.execute(text)
+                con.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, now()]
+                )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def writer(self) -> Iterator[Session]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect(read_only=False)
+        try:
+            self._migrate(con)
+            con.execute("BEGIN")
+            try:
+                yield Session(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read-only connection; refuses a catalog of another schema version."""
+        if not self.path.exists():
+            raise CatalogError(f"no catalog at {self.path}: run `mersemi ingest` first")
+        con = self._connect(read_only=True)
+        try:
+            version = self.version(con)
+            if version != SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog {self.path} has schema v{version}, this mersemi reads "
+                    f"v{SCHEMA_VERSION}: "
+                    + ("run any writing command to migrate it" if version < SCHEMA_VERSION
+                       else "upgrade mersemi")
+                )
+            yield Session(con)
+        finally:
+            con.close()
+
+    def failed_checks(self) -> dict[str, pd.DataFrame]:
+        """Invariant queries that returned rows (an empty dict means the catalog is sound)."""
+        with self.reader() as s:
+            out = {name: s.frame(f"checks/{name}") for name in check_names()}
+        return {name: rows for name, rows in out.items() if len(rows)}

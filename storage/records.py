@@ -1,0 +1,110 @@
+"""What the flow process records in the catalog: runs, stages, artifacts, datasets, clips.
+
+Each function is one short write transaction, so audit readers get their turn between them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from storage.artifacts import ArtifactRef
+from storage.catalog import Catalog, Session, now
+
+CODE_VERSION = "0.1.0"
+
+
+def start_run(catalog: Catalog, run_id: str, command: str, params: dict,
+              flow_run_id: str | None = None) -> None:
+    with catalog.writer() as s:
+        s.run("insert_run", run_id=run_id, command=command, started_at=now(), params=params,
+              code_version=CODE_VERSION, flow_run_id=flow_run_id)
+
+
+def finish_run(catalog: Catalog, run_id: str, status: str, error: str | None = None) -> None:
+    with catalog.writer() as s:
+        s.run("finish_run", run_id=run_id, status=status, finished_at=now(), error=error)
+
+
+def record_stage(s: Session, run_id: str, stage: str, started_at: datetime, summary: dict,
+                 status: str = "completed", round_: int = 0) -> None:
+    s.run("insert_stage", run_id=run_id, stage=stage, round=round_, status=status,
+          started_at=started_at, finished_at=now(), summary=summary)
+
+
+def record_artifact(s: Session, ref: ArtifactRef, inputs: Iterable[str] = ()) -> None:
+    s.run("insert_artifact", **ref.as_dict(), created_at=now())
+    for input_id in inputs:
+        s.run("insert_artifact_input", artifact_id=ref.artifact_id, input_artifact_id=input_id)
+
+
+@dataclass(frozen=True)
+class DatasetState:
+    dataset: str
+    root: str
+    layout: str
+    labels: tuple[str, ...]
+    registry_artifact_id: str
+    registry_sha256: str
+
+
+def dataset_state(catalog: Catalog, dataset: str) -> DatasetState | None:
+    """The dataset's current registry, or None when it was never ingested."""
+    if not catalog.path.exists():
+        return None
+    with catalog.reader() as s:
+        rows = s.frame("get_dataset", dataset=dataset)
+    if rows.empty:
+        return None
+    r = rows.iloc[0]
+    return DatasetState(r["dataset"], r["root"], r["layout"], tuple(json.loads(r["labels"])),
+                        r["registry_artifact_id"], r["registry_sha256"])
+
+
+def probe_cache(catalog: Catalog) -> pd.DataFrame | None:
+    if not catalog.path.exists():
+        return None
+    with catalog.reader() as s:
+        return s.frame("get_media_files")
+
+
+def record_probes(catalog: Catalog, probe_rows: pd.DataFrame) -> None:
+    """Refresh the probe cache (files whose size or mtime changed but whose content did not)."""
+    with catalog.writer() as s:
+        _upsert_probes(s, probe_rows)
+
+
+def _upsert_probes(s: Session, probe_rows: pd.DataFrame) -> None:
+    if len(probe_rows):
+        s.register("probed", probe_rows)
+        s.run("upsert_media_files")
+        s.unregister("probed")
+
+
+def record_ingest(catalog: Catalog, run_id: str, started_at: datetime, params: dict,
+                  dataset: str, root: str, layout: str, labels: Sequence[str], ref: ArtifactRef,
+                  registry: pd.DataFrame, probe_rows: pd.DataFrame, summary: dict,
+                  flow_run_id: str | None = None) -> None:
+    """Record an ingest run whose registry changed, and make that registry the dataset's
+    current one, in one transaction: a crash leaves the catalog as it was before the run.
+
+    An ingest that changes nothing is not recorded at all, so re-ingesting is idempotent.
+    """
+    with catalog.writer() as s:
+        s.run("insert_run", run_id=run_id, command="ingest", started_at=started_at,
+              params=params, code_version=CODE_VERSION, flow_run_id=flow_run_id)
+        record_artifact(s, ref)
+        s.register("registry", registry)
+        s.run("upsert_clips", dataset=dataset, run_id=run_id)
+        s.run("mark_removed_clips", dataset=dataset, run_id=run_id)
+        s.unregister("registry")
+        _upsert_probes(s, probe_rows)
+        s.run("upsert_dataset", dataset=dataset, root=root, layout=layout, labels=list(labels),
+              registry_artifact_id=ref.artifact_id, registry_sha256=ref.sha256,
+              updated_at=now())
+        record_stage(s, run_id, "ingest", started_at, summary)
+        s.run("finish_run", run_id=run_id, status="completed", finished_at=now(), error=None)

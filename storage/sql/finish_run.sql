@@ -1,0 +1,2 @@
+UPDATE runs SET status = $status, finished_at = $finished_at, error = $error
+WHERE run_id = $run_id

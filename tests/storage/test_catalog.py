@@ -1,0 +1,124 @@
+"""The DuckDB catalog: migrations, short-lived writers, waiting readers, invariant checks."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import duckdb
+import pytest
+
+from storage.catalog import SCHEMA_VERSION, Catalog, CatalogError, check_names, migrations, now
+
+TABLES = {"runs", "stages", "artifacts", "artifact_inputs", "datasets", "clips", "media_files",
+          "clip_decisions", "teacher_answers", "metrics", "schema_migrations"}
+
+
+def test_first_writer_creates_every_table_at_the_current_version(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    with cat.writer():
+        pass
+    with cat.reader() as s:
+        tables = set(s.query("SELECT table_name FROM information_schema.tables")["table_name"])
+        applied = s.query("SELECT version, name FROM schema_migrations")
+    assert tables >= TABLES
+    assert applied["version"].tolist() == list(range(1, SCHEMA_VERSION + 1))
+    assert applied["name"].tolist() == [name for _, name, _ in migrations()]
+
+
+def test_migrations_apply_once(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    for _ in range(3):
+        with cat.writer():
+            pass
+    with cat.reader() as s:
+        assert s.query("SELECT count(*) AS n FROM schema_migrations")["n"][0] == SCHEMA_VERSION
+
+
+def test_reader_refuses_missing_and_newer_catalogs(tmp_path):
+    with pytest.raises(CatalogError, match="no catalog at"), Catalog(tmp_path / "none.duckdb").reader():
+        pass
+    cat = Catalog(tmp_path / "c.duckdb")
+    with cat.writer() as s:
+        s.query("INSERT INTO schema_migrations VALUES (99, '0099_future.sql', now())")
+    with pytest.raises(CatalogError, match="newer than this mersemi|upgrade mersemi"), cat.reader():
+        pass
+    with pytest.raises(CatalogError, match="upgrade mersemi"), cat.writer():
+        pass
+
+
+def test_writer_rolls_back_when_the_block_raises(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    with pytest.raises(RuntimeError), cat.writer() as s:
+        s.run("insert_run", run_id="r1", command="ingest", started_at=now(), params={},
+              code_version="x", flow_run_id=None)
+        raise RuntimeError("crash half-way")
+    with cat.reader() as s:
+        assert s.frame("list_runs", limit=10).empty
+
+
+def _hold_writer(path: str, seconds: float, ready) -> None:
+    con = duckdb.connect(path)
+    ready.set()
+    time.sleep(seconds)
+    con.close()
+
+
+def test_reader_waits_for_a_writer_then_reads(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb", lock_timeout_s=20)
+    with cat.writer():
+        pass
+    ready = mp.Event()
+    holder = mp.Process(target=_hold_writer, args=(str(cat.path), 1.5, ready))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        t0 = time.monotonic()
+        with cat.reader() as s:
+            assert s.frame("list_runs", limit=1).empty
+        assert time.monotonic() - t0 > 0.5               # it did wait for the lock
+    finally:
+        holder.join()
+
+
+def test_reader_gives_up_with_a_clear_message(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb", lock_timeout_s=0.3)
+    with cat.writer():
+        pass
+    ready = mp.Event()
+    holder = mp.Process(target=_hold_writer, args=(str(cat.path), 3, ready))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(CatalogError, match="stayed locked by another process"), cat.reader():
+            pass
+    finally:
+        holder.join()
+
+
+def test_checks_pass_on_a_sound_catalog_and_catch_violations(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    with cat.writer():
+        pass
+    assert cat.failed_checks() == {}
+    assert "no_accepted_clip_without_reason" in check_names()
+    with cat.writer() as s:
+        s.query("INSERT INTO clip_decisions VALUES ('r', 1, 'c1', 'accepted', 'happy', 0.9, "
+                "'  ', NULL, 'vote', now())")
+        s.query("INSERT INTO clips (clip_id, dataset, name, split, has_video, has_audio, "
+                "has_text, status, reason, first_seen_run, last_changed_run) VALUES "
+                "('c2', 'ghost', 'x', 'train', true, true, true, 'error', NULL, 'r', 'r')")
+    failed = cat.failed_checks()
+    assert set(failed) == {"no_accepted_clip_without_reason", "no_bad_clip_without_reason",
+                           "clips_belong_to_a_dataset"}
+    assert failed["no_accepted_clip_without_reason"]["clip_id"].tolist() == ["c1"]
+
+
+def test_parameters_are_bound_not_pasted(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb")
+    with cat.writer() as s:
+        s.run("insert_run", run_id="x'); DROP TABLE runs; --", command="ingest",
+              started_at=now(), params={"a": 1}, code_version="v", flow_run_id=None)
+    with cat.reader() as s:
+        runs = s.frame("list_runs", limit=5)
+    assert runs["run_id"].tolist() == ["x'); DROP TABLE runs; --"]
