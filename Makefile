@@ -18,11 +18,13 @@ venv: $(BIN)/mersemi
 
 demo: venv
 	rm -rf demo-corpus demo-workspace
+	mkdir -p .prefect-home/demo
 	PREFECT_HOME=$(CURDIR)/.prefect-home/demo DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false \
 		$(BIN)/mersemi demo --out demo-corpus --workspace demo-workspace
 
 test: venv
 	$(BIN)/ruff check .
+	mkdir -p .prefect-home/test
 	$(TEST_ENV) $(BIN)/python -m pytest
 
 lint: venv
