@@ -12,39 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Semi-supervised multimodal emotion recognition pipeline.")
-out = Console()
-err = Console(stderr=True)
+from flows.cli_common import JsonOpt, WorkspaceOpt, app, out, run_guarded
+from flows.teacher_cli import teacher
 
-WorkspaceOpt = Annotated[Path | None, typer.Option(
-    "--workspace", "-w", envvar="MERSEMI_WORKSPACE",
-    help="workspace folder [default: ./mersemi-workspace]")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")]
-
-
-def fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def run_guarded(fn, *args, **kwargs):
-    """Turn the errors a user can act on into a message and an exit code, not a traceback."""
-    from pydantic import ValidationError
-
-    from storage.catalog import CatalogError
-    from storage.ingest import LayoutError
-    from storage.workspace import WorkspaceBusy
-
-    try:
-        return fn(*args, **kwargs)
-    except (LayoutError, ValidationError, ValueError) as exc:
-        fail(str(exc), 2)
-    except (WorkspaceBusy, CatalogError) as exc:
-        fail(str(exc), 3)
+app.command()(teacher)
 
 
 def show_ingest(summary: dict) -> None:
@@ -133,6 +106,61 @@ def demo(
     show_ingest(ingested)
     out.print("stages run: ingest (features, training, teacher and mining land in later "
               "releases)")
+
+
+def parse_settings(settings: list[str]) -> dict[str, dict]:
+    """`extractor.param=value` pairs (values read as YAML scalars) into per-extractor dicts."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in settings:
+        target, sep, value = item.partition("=")
+        name, dot, param = target.partition(".")
+        if not sep or not dot or not name or not param:
+            raise ValueError(f"--set {item!r}: expected EXTRACTOR.PARAM=VALUE")
+        out.setdefault(name, {})[param] = yaml.safe_load(value) if value else None
+    return out
+
+
+def show_features(summary: dict) -> None:
+    table = Table(title=f"features: {summary['dataset']} (run {summary['run_id']})")
+    for col in ("extractor", "clips", "ok", "missing", "error", "cached", "extracted", "clips/s", "dim"):
+        table.add_column(col, justify="left" if col == "extractor" else "right")
+    for name, e in summary["extractors"].items():
+        table.add_row(name, *(str(e[k]) for k in ("clips", "ok", "missing", "error", "cached", "extracted")),
+                      str(e["clips_per_s"] or "-"), str(e["dim"]))
+    out.print(table)
+
+
+@app.command()
+def features(
+    workspace: WorkspaceOpt = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset [default: the only one]")] = None,
+    extractors: Annotated[str | None, typer.Option(
+        help="comma-separated extractors [default: the default set]")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="EXTRACTOR.PARAM=VALUE, e.g. visual_face.encoder=fer:model.tflite")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+    shard_size: Annotated[int, typer.Option(help="clips per shard")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Extract features per modality for every usable clip (sharded, cached, resumable)."""
+    from flows.features import features_flow
+    from flows.params import FeaturesParams
+    from storage.workspace import resolve
+
+    def go():
+        chosen = {"extractors": tuple(extractors.split(","))} if extractors else {}
+        params = FeaturesParams(workspace=resolve(workspace), dataset=dataset, workers=workers,
+                                shard_size=shard_size, extractor_params=parse_settings(settings or []),
+                                **chosen)
+        return features_flow(params)
+
+    summary = run_guarded(go)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        show_features(summary)
 
 
 @app.command()

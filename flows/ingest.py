@@ -39,7 +39,7 @@ def ingest_flow(params: IngestParams) -> dict:
         "run_id": run_id if result.changed else None,
         "workspace": str(ws.root),
         "registry": str(ws.artifacts.path(result.ref)) if result.changed
-        else str(ws.artifacts.root / (prior.registry_artifact_id + ".parquet")),
+        else str(ws.artifacts.path_of(prior.registry_artifact_id)),
     }
     create_markdown_artifact(key="ingest-summary", markdown=summary_markdown(summary),
                              description=f"ingest of {result.dataset}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.extractors import DEFAULT_SET, EXTRACTORS
 from storage.labels import MER2025_LABELS, parse_label_set
 
 
@@ -27,3 +28,27 @@ class IngestParams(BaseModel):
     @classmethod
     def _labels(cls, value):
         return parse_label_set(value)
+
+
+class FeaturesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workspace: Path = Field(description="workspace folder (artifact store and catalog)")
+    dataset: str | None = Field(default=None, description="dataset name (default: the only one)")
+    extractors: tuple[str, ...] = Field(default=DEFAULT_SET, min_length=1,
+                                        description="extractors to run, by name")
+    extractor_params: dict[str, dict] = Field(default_factory=dict,
+                                              description="per-extractor parameters, by name")
+    workers: int = Field(default=2, ge=1, le=64, description="worker processes")
+    shard_size: int = Field(default=200, ge=1, le=10_000, description="clips per shard")
+    batch_size: int = Field(default=16, ge=1, le=512, description="clips decoded together")
+    max_side: int = Field(default=640, ge=64, le=4096, description="frames downscaled to this long side")
+
+    @field_validator("extractors")
+    @classmethod
+    def _known(cls, value):
+        unknown = [n for n in value if n not in EXTRACTORS]
+        if unknown:
+            raise ValueError(f"unknown extractor(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(EXTRACTORS)}")
+        return tuple(dict.fromkeys(value))

@@ -48,9 +48,9 @@ def _segment(kind: str, value: str) -> str:
     return value
 
 
-def parquet_bytes(frame: pd.DataFrame) -> bytes:
-    """Parquet encoding of a frame; the same frame gives the same bytes (no index stored)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def parquet_bytes(frame: pd.DataFrame | pa.Table) -> bytes:
+    """Parquet encoding of a frame or table; the same data gives the same bytes (no index)."""
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
@@ -94,16 +94,20 @@ class ArtifactStore:
             (_segment("run id", run_id), _segment("stage", stage), _segment("name", name))
         ) + ".parquet"
 
-    def save(self, frame: pd.DataFrame, run_id: str, stage: str, name: str,
+    def save(self, frame: pd.DataFrame | pa.Table, run_id: str, stage: str, name: str,
              data: bytes | None = None) -> ArtifactRef:
-        """Store `frame` (or its already-encoded Parquet `data`) and describe it."""
+        """Store `frame` (a DataFrame or Arrow table, or its already-encoded Parquet `data`)."""
         rel = self.relpath(run_id, stage, name)
         data = parquet_bytes(frame) if data is None else data
         atomic_write(self.root / rel, data)
         return ArtifactRef(
             artifact_id=rel[: -len(".parquet")], run_id=run_id, stage=stage, name=name,
-            path=rel, sha256=sha256_bytes(data), n_rows=len(frame), n_bytes=len(data),
+            path=rel, sha256=sha256_bytes(data),
+            n_rows=frame.num_rows if isinstance(frame, pa.Table) else len(frame), n_bytes=len(data),
         )
+
+    def path_of(self, artifact_id: str) -> Path:
+        return self.root / f"{artifact_id}.parquet"
 
     def path(self, ref: ArtifactRef | str) -> Path:
         rel = ref.path if isinstance(ref, ArtifactRef) else ref
@@ -111,6 +115,12 @@ class ArtifactStore:
 
     def exists(self, ref: ArtifactRef | str) -> bool:
         return self.path(ref).is_file()
+
+    def load_table(self, ref: ArtifactRef | str, columns: list[str] | None = None) -> pa.Table:
+        path = self.path(ref)
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {path} is missing from the store")
+        return pq.read_table(path, columns=columns)
 
     def load(self, ref: ArtifactRef | str, verify: bool = False) -> pd.DataFrame:
         """Read an artifact; with `verify`, refuse one whose bytes differ from its recorded hash."""

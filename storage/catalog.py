@@ -79,7 +79,14 @@ def _is_lock_error(exc: Exception) -> bool:
 class Session:
     """One open connection: named queries with bound parameters, and registered frames."""
 
-    con: duckdb.DuckDBPyConnection
+    con: duckdb.DuckDBPyConnection | None
+
+    def close(self) -> None:
+        """Close the connection and drop it, so that a traceback keeping this session alive
+        (the CLI's error path, Prefect's failed states) does not keep a connection alive too."""
+        if self.con is not None:
+            self.con.close()
+            self.con = None
 
     def run(self, query: str, /, **params: Any) -> duckdb.DuckDBPyConnection:
         """Execute the named query `storage/sql/<query>.sql` with bound parameters."""
@@ -172,27 +179,33 @@ class Catalog:
     def writer(self) -> Iterator[Session]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect(read_only=False)
+        session = Session(self._connect(read_only=False))
         try:
-            self._migrate(con)
-            con.execute("BEGIN")
+            self._migrate(session.con)
+            session.con.execute("BEGIN")
             try:
-                yield Session(con)
-                con.execute("COMMIT")
+                yield session
+                session.con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                session.con.execute("ROLLBACK")
                 raise
         finally:
-            con.close()
+            session.close()
+
+    def migrate(self) -> int:
+        """Bring the catalog to this mersemi's schema version (the writer's first step)."""
+        with self.writer():
+            pass
+        return SCHEMA_VERSION
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
         """A read-only connection; refuses a catalog of another schema version."""
         if not self.path.exists():
             raise CatalogError(f"no catalog at {self.path}: run `mersemi ingest` first")
-        con = self._connect(read_only=True)
+        session = Session(self._connect(read_only=True))
         try:
-            version = self.version(con)
+            version = self.version(session.con)
             if version != SCHEMA_VERSION:
                 raise CatalogError(
                     f"catalog {self.path} has schema v{version}, this mersemi reads "
@@ -200,9 +213,9 @@ class Catalog:
                     + ("run any writing command to migrate it" if version < SCHEMA_VERSION
                        else "upgrade mersemi")
                 )
-            yield Session(con)
+            yield session
         finally:
-            con.close()
+            session.close()
 
     def failed_checks(self) -> dict[str, pd.DataFrame]:
         """Invariant queries that returned rows (an empty dict means the catalog is sound)."""

@@ -108,3 +108,51 @@ def record_ingest(catalog: Catalog, run_id: str, started_at: datetime, params: d
               updated_at=now())
         record_stage(s, run_id, "ingest", started_at, summary)
         s.run("finish_run", run_id=run_id, status="completed", finished_at=now(), error=None)
+
+
+def list_datasets(catalog: Catalog) -> list[dict]:
+    if not catalog.path.exists():
+        return []
+    with catalog.reader() as s:
+        return s.records("list_datasets")
+
+
+def resolve_dataset(catalog: Catalog, name: str | None) -> DatasetState:
+    """The named dataset, or the workspace's only one; a clear error otherwise."""
+    names = [d["dataset"] for d in list_datasets(catalog)]
+    if not names:
+        raise ValueError(f"no dataset is ingested in {catalog.path.parent}: run `mersemi ingest` first")
+    if name is None:
+        if len(names) > 1:
+            raise ValueError(f"the workspace holds several datasets ({', '.join(names)}): "
+                             "choose one with --dataset")
+        name = names[0]
+    state = dataset_state(catalog, name)
+    if state is None:
+        raise ValueError(f"no dataset {name!r} in the workspace (it holds {', '.join(names)})")
+    return state
+
+
+def record_feature_sets(catalog: Catalog, run_id: str, started_at: datetime, dataset: str,
+                        registry_artifact_id: str, feature_sets: list[dict], summary: dict) -> None:
+    """Record a features run's artifacts (with the registry as their input) and feature sets.
+
+    Each item of `feature_sets`: ref (ArtifactRef), extractor, extractor_key, params, counts,
+    dim, seq_dim.
+    """
+    with catalog.writer() as s:
+        for fs in feature_sets:
+            ref, counts = fs["ref"], fs["counts"]
+            record_artifact(s, ref, inputs=[registry_artifact_id])
+            s.run("insert_feature_set", run_id=run_id, dataset=dataset, extractor=fs["extractor"],
+                  extractor_key=fs["extractor_key"], params=fs["params"],
+                  artifact_id=ref.artifact_id, n_clips=counts.get("clips", 0),
+                  n_ok=counts.get("ok", 0), n_missing=counts.get("missing", 0),
+                  n_error=counts.get("error", 0), dim=fs["dim"], seq_dim=fs["seq_dim"],
+                  created_at=now())
+        record_stage(s, run_id, "features", started_at, summary)
+
+
+def latest_feature_sets(catalog: Catalog, dataset: str) -> list[dict]:
+    with catalog.reader() as s:
+        return s.records("latest_feature_sets", dataset=dataset)

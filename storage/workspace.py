@@ -2,6 +2,7 @@
 
     <workspace>/artifacts/<run_id>/<stage>/<name>.parquet
     <workspace>/catalog.duckdb
+    <workspace>/cache/features/<extractor key>/<part>.parquet   (kept across runs)
     <workspace>/run.lock        (held by the one pipeline process that may write)
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from storage.artifacts import ArtifactStore
 from storage.catalog import Catalog
+from storage.feature_cache import FeatureCache
 
 ENV_VAR = "MERSEMI_WORKSPACE"
 DEFAULT = "mersemi-workspace"
@@ -44,6 +46,7 @@ class Workspace:
         self.root = resolve(root)
         self.artifacts = ArtifactStore(self.root / "artifacts")
         self.catalog = Catalog(self.root / "catalog.duckdb")
+        self.feature_cache = FeatureCache(self.root / "cache" / "features")
         self.lock_path = self.root / "run.lock"
 
     def __repr__(self) -> str:
@@ -68,6 +71,8 @@ class Workspace:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
             try:
+                # The lock holder is the catalog's one writer: it brings the schema up to date.
+                self.catalog.migrate()
                 yield
             finally:
                 os.ftruncate(fd, 0)

@@ -61,3 +61,27 @@ def test_small_composite_build_registers_every_clip(tmp_path):
     assert summary["by_split"] == {"candidate": 90, "train": 30}
     assert reg["has_video"].all() and reg["has_audio"].all() and reg["has_text"].all()
     assert reg["duration_s"].between(1.9, 2.1).all()
+
+
+@pytest.mark.slow
+def test_default_extractors_on_the_real_mer2023_clips(tmp_path):
+    from storage.artifacts import ArtifactStore
+    from storage.feature_cache import FeatureCache
+    from tasks.features import ShardRunner, assemble_features, clip_inputs, default_specs, plan_shards
+
+    folder = shared_path("data", "mer2023_examples")
+    scanned = ingest.scan(folder, MER2025_LABELS)
+    probes, _ = ingest.probe_with_cache(ingest.media_paths(scanned), None, jobs=2)
+    registry = ingest.build_registry(scanned, "mer2023", probes)
+    specs = default_specs()
+    jobs, _ = plan_shards(clip_inputs(registry), specs, FeatureCache(tmp_path), shard_size=8)
+    with ShardRunner(2) as runner:
+        for job in jobs:
+            runner.run(job, str(tmp_path))
+    counts = {s.name: assemble_features(registry, s, str(tmp_path), ArtifactStore(tmp_path / "a"),
+                                        "r").counts for s in specs}
+    for name in ("visual_global", "audio_handcrafted", "audio_egemaps"):
+        assert counts[name] == {"clips": 16, "ok": 16}, name
+    assert counts["text"] == {"clips": 16, "missing": 16}      # burned-in subtitles only
+    for name in ("visual_face", "au"):                          # real faces, found in most clips
+        assert counts[name].get("ok", 0) >= 12 and counts[name].get("error", 0) == 0, counts[name]

@@ -1,0 +1,126 @@
+"""The replay teacher: answers read from JSONL, for teams that label offline or in bulk.
+
+Two line formats, told apart per line:
+- ours (the composite corpus's `teacher/answers.jsonl`):
+  `{"name": ..., "model": ..., "label": ... | null, "scores": {...}, "raw": ..., "reasoning": ...}`;
+  the label must be in the label set (null: `refused`); the scores may cover part of the label
+  set (a face model has no `surprise`) but name no other label.
+- a Gemini batch job's output: `{"key": <clip name or id>, "response": <GenerateContentResponse>}`
+  or `{"key": ..., "error": {...}}`; the response text is validated like a live answer.
+
+The cache key's "prompt" is the file's sha256: a changed file is a new source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from models.teachers.base import (
+    ANSWERED,
+    REFUSED,
+    UNPARSEABLE,
+    Answer,
+    Clip,
+    Teacher,
+    TeacherError,
+    sha256_json,
+)
+from models.teachers.parsing import parse_answer, parse_label, parse_scores
+
+
+def own_line(row: dict, labels: tuple[str, ...]) -> Answer:
+    raw = row.get("raw")
+    raw_text = raw if isinstance(raw, str) else json.dumps(row, sort_keys=True)
+    reasoning = row.get("reasoning") if isinstance(row.get("reasoning"), str) else None
+    if row.get("label") is None:
+        return Answer(REFUSED, raw_text=raw_text, error="the teacher gave no label")
+    label, problem = parse_label(row["label"], labels)
+    scores, score_problem = parse_scores(row.get("scores") or {}, labels, require_all=False)
+    if problem or score_problem:
+        return Answer(UNPARSEABLE, raw_text=raw_text, error=problem or score_problem)
+    return Answer(ANSWERED, label=label, scores=scores, reasoning=reasoning, raw_text=raw_text)
+
+
+def batch_line(row: dict, labels: tuple[str, ...]) -> Answer:
+    """One line of a Gemini batch job's output file."""
+    if row.get("error"):
+        raise TeacherError(f"the batch job reported an error: {json.dumps(row['error'])[:500]}", False)
+    response = row.get("response") or {}
+    usage = response.get("usageMetadata") or {}
+    meta = {"tokens_in": usage.get("promptTokenCount"),
+            "tokens_out": (usage.get("candidatesTokenCount") or 0) + (usage.get("thoughtsTokenCount") or 0)}
+    block = (response.get("promptFeedback") or {}).get("blockReason")
+    candidates = response.get("candidates") or []
+    parts = ((candidates[0].get("content") or {}).get("parts") or []) if candidates else []
+    text = "".join(p.get("text", "") for p in parts if not p.get("thought")) or None
+    if block or not candidates or (text is None and candidates[0].get("finishReason") != "STOP"):
+        reason = block or (candidates[0].get("finishReason") if candidates else "no candidates")
+        return Answer(REFUSED, raw_text=text, error=f"blocked: {reason}", **meta)
+    answer = parse_answer(text, labels)
+    answer.tokens_in, answer.tokens_out = meta["tokens_in"], meta["tokens_out"]
+    return answer
+
+
+def read_answers(path: str | Path,
+                 labels: tuple[str, ...]) -> tuple[dict[str, Answer | TeacherError], set[str]]:
+    """Answers by clip name (or id) and the models named in the file; bad lines raise ValueError."""
+    answers: dict[str, Answer | TeacherError] = {}
+    models: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+            if "key" in row and ("response" in row or "error" in row):
+                key = str(row["key"])
+                version = (row.get("response") or {}).get("modelVersion")
+                models.add(version or "gemini-batch")
+                try:
+                    answers[key] = batch_line(row, labels)
+                except TeacherError as exc:
+                    answers[key] = exc
+            elif "name" in row or "clip_id" in row:
+                key = str(row.get("name") or row.get("clip_id"))
+                models.add(str(row.get("model") or "replay"))
+                answers[key] = own_line(row, labels)
+            else:
+                raise ValueError(f"{path}:{number}: neither our answer format (name, label, scores) "
+                                 "nor a batch job's output (key, response)")
+    return answers, models
+
+
+class ReplayTeacher(Teacher):
+    """Answers from a JSONL file. `model`: the model name to record (default: the file's)."""
+
+    kind = "replay"
+
+    def __init__(self, path: str | Path, model: str | None = None) -> None:
+        self.path = path
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"ReplayTeacher(path={str(self.path)!r}, model={self.model!r})"
+
+    def fit(self, labels: tuple[str, ...]) -> ReplayTeacher:
+        path = Path(self.path)
+        if not path.is_file():
+            raise ValueError(f"answers file {path} does not exist")
+        self.labels_ = tuple(labels)
+        self.answers_, models = read_answers(path, self.labels_)
+        self.model_ = self.model or (models.pop() if len(models) == 1 else "replay")
+        self.prompt_sha256_ = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.params_sha256_ = sha256_json({"labels": self.labels_})
+        return self
+
+    def ask(self, clip: Clip, question: str = "label") -> Answer:
+        found = self.answers_.get(clip.name, self.answers_.get(clip.clip_id))
+        if found is None:
+            raise TeacherError(f"no answer for {clip.name} in {Path(self.path).name}", False)
+        if isinstance(found, TeacherError):
+            raise found
+        return Answer(**found.as_dict())          # a copy: the runner sets latency on it

@@ -1,0 +1,78 @@
+"""Catalog reads and writes of the teacher stage.
+
+Inputs: the pool of clips (`clips`), the cache (`teacher_answers` rows already paid for).
+Outputs: new `teacher_answers` rows (written in batches as they arrive, one short transaction
+each, so a crash loses at most one batch of paid answers) and, at the end of the run, the
+artifacts, one `teacher_outcomes` row per pool clip, the stage and the run's end, in one
+transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from storage.artifacts import ArtifactRef
+from storage.catalog import Catalog, now
+from storage.records import record_artifact, record_stage
+
+ANSWER_COLUMNS = ["cache_key", "clip_id", "teacher", "model", "question", "media_sha256",
+                  "prompt_sha256", "params_sha256", "status", "label", "scores", "reasoning",
+                  "modality_shares", "raw_text", "tokens_in", "tokens_out", "latency_s", "cost_usd",
+                  "error", "run_id"]
+OUTCOME_COLUMNS = ["clip_id", "question", "teacher", "cache_key", "outcome", "from_cache", "attempts"]
+
+
+def teacher_pool(catalog: Catalog, dataset: str, split: str = "candidate") -> pd.DataFrame:
+    """Clips of `dataset` in `split` whose media are usable, by clip_id."""
+    with catalog.reader() as s:
+        return s.frame("teacher_pool", dataset=dataset, split=split)
+
+
+def label_counts(catalog: Catalog, dataset: str) -> dict[str, int]:
+    """How many labelled clips carry each label (for the rare-label ordering)."""
+    with catalog.reader() as s:
+        rows = s.frame("teacher_label_counts", dataset=dataset)
+    return dict(zip(rows["label"], rows["n"].astype(int), strict=True))
+
+
+def cached_answers(catalog: Catalog, teacher: str, question: str = "label") -> pd.DataFrame:
+    """Answers already paid for by this kind of teacher (any model: the key tells them apart)."""
+    with catalog.reader() as s:
+        return s.frame("teacher_cached_answers", teacher=teacher, question=question)
+
+
+def record_answers(catalog: Catalog, answers: pd.DataFrame) -> None:
+    """Upsert a batch of answers (ANSWER_COLUMNS; scores and shares as JSON text), dated now."""
+    if answers.empty:
+        return
+    frame = answers[ANSWER_COLUMNS].copy()
+    frame["created_at"] = now()
+    with catalog.writer() as s:
+        s.register("answers", frame)
+        s.run("teacher_upsert_answers")
+        s.unregister("answers")
+
+
+def record_teacher_run(catalog: Catalog, run_id: str, started_at: datetime,
+                       outcomes: list[pd.DataFrame], refs: list[ArtifactRef], summary: dict,
+                       inputs: tuple[str, ...] = ()) -> None:
+    """The end of a teacher run: artifacts (with the registry they came from), per-clip outcomes
+    of every question, stage and run status, in one transaction."""
+    outcomes = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame()
+    with catalog.writer() as s:
+        for ref in refs:
+            record_artifact(s, ref, inputs)
+        if len(outcomes):
+            s.register("outcomes", outcomes[OUTCOME_COLUMNS])
+            s.run("teacher_insert_outcomes", run_id=run_id)
+            s.unregister("outcomes")
+        record_stage(s, run_id, "teacher", started_at, summary)
+        s.run("finish_run", run_id=run_id, status="completed", finished_at=now(), error=None)
+
+
+def run_answers(catalog: Catalog, run_id: str) -> pd.DataFrame:
+    """Every pool clip of a teacher run with its outcome and answer (audit, tests)."""
+    with catalog.reader() as s:
+        return s.frame("teacher_run_answers", run_id=run_id)

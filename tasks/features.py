@@ -1,0 +1,304 @@
+"""Stage: features. Clip registry -> one feature artifact per extractor.
+
+Input: the dataset's clip registry (storage.ingest.REGISTRY_COLUMNS) and extractor specs.
+Output: `<run_id>/features/<extractor>.parquet` per extractor (storage.feature_cache columns),
+assembled from the workspace's feature cache, plus a summary per extractor.
+
+Work is sharded: `plan_shards` cuts the clips (sorted by id) into shards of `shard_size` and
+keeps, per extractor, only clips whose (extractor key, media key) is not cached yet; a
+`ShardRunner` runs shards inline (one worker) or in spawned processes; each shard writes its
+rows to the cache as soon as it finishes, so work resumes shard by shard after a crash.
+Within a shard, clips go in batches whose decoded media (frames, faces, audio) are shared by
+every extractor. A clip that fails gets status `error` and a reason; the shard goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from models.extractors import DEFAULT_SET, ClipInput, Extractor, FeatureRow, build
+from models.extractors.clip_media import ClipMedia
+from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.feature_cache import FeatureCache
+
+USABLE = ("ok", "degraded")
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    name: str
+    params: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, params: dict | None = None) -> ExtractorSpec:
+        spec = cls(name, tuple(sorted((params or {}).items())))
+        spec.build()                       # validates the name and parameters now
+        return spec
+
+    def build(self) -> Extractor:
+        return build(self.name, dict(self.params))
+
+    @property
+    def key(self) -> str:
+        return self.build().key
+
+
+def default_specs(overrides: dict[str, dict] | None = None) -> list[ExtractorSpec]:
+    overrides = overrides or {}
+    return [ExtractorSpec.of(name, overrides.get(name)) for name in DEFAULT_SET]
+
+
+def clip_inputs(registry: pd.DataFrame) -> list[ClipInput]:
+    """Usable clips of a registry (status ok or degraded), sorted by clip id."""
+    usable = registry[registry["status"].isin(USABLE)].sort_values("clip_id")
+    out = []
+    for r in usable.itertuples(index=False):
+        out.append(ClipInput(
+            clip_id=r.clip_id, video_path=_str(r.video_path), audio_path=_str(r.audio_path),
+            text=_str(r.text), has_video=bool(r.has_video), has_audio=bool(r.has_audio),
+            has_text=bool(r.has_text), video_sha256=_str(r.video_sha256),
+            audio_sha256=_str(r.audio_sha256)))
+    return out
+
+
+def _str(value) -> str | None:
+    return None if value is None or pd.isna(value) else str(value)
+
+
+@dataclass
+class ShardJob:
+    index: int
+    specs: dict[str, ExtractorSpec]                     # extractor key -> spec
+    todo: dict[str, list[ClipInput]] = field(default_factory=dict)
+
+    @property
+    def n_clips(self) -> int:
+        return len({c.clip_id for clips in self.todo.values() for c in clips})
+
+
+def plan_shards(clips: list[ClipInput], specs: list[ExtractorSpec], cache: FeatureCache,
+                shard_size: int = 200) -> tuple[list[ShardJob], dict[str, int]]:
+    """Shards of the clips still to extract, and the number already cached per extractor."""
+    keyed = {s.key: s for s in specs}
+    todo_ids: dict[str, set[str]] = {}
+    cached: dict[str, int] = {}
+    for key, spec in keyed.items():
+        extractor = spec.build()
+        done = set(map(tuple, cache.done(key).itertuples(index=False)))
+        todo_ids[key] = {c.clip_id for c in clips if (c.clip_id, extractor.media_key(c)) not in done}
+        cached[spec.name] = len(clips) - len(todo_ids[key])
+    jobs = []
+    for i in range(0, len(clips), shard_size):
+        chunk = clips[i:i + shard_size]
+        job = ShardJob(index=i // shard_size, specs=keyed)
+        for key in keyed:
+            todo = [c for c in chunk if c.clip_id in todo_ids[key]]
+            if todo:
+                job.todo[key] = todo
+        if job.todo:
+            jobs.append(job)
+    return jobs, cached
+
+
+# Extractors set up in this process (a worker keeps them across shards).
+_READY: dict[str, Extractor] = {}
+
+
+def ready_extractor(spec: ExtractorSpec) -> Extractor:
+    key = spec.key
+    if key not in _READY:
+        extractor = spec.build()
+        extractor.setup()
+        _READY[key] = extractor
+    return _READY[key]
+
+
+def safe_extract(extractor: Extractor, clips: list[ClipInput],
+                 media: dict[str, ClipMedia]) -> list[FeatureRow]:
+    """The extractor's rows; if the batch raises, clip by clip, so one bad clip fails alone."""
+    try:
+        return extractor.extract(clips, media)
+    except Exception:                                                   # noqa: BLE001
+        rows = []
+        for clip in clips:
+            try:
+                rows += extractor.extract([clip], media)
+            except Exception as exc:                                    # noqa: BLE001
+                rows.append(FeatureRow.failed(clip.clip_id, f"{extractor.name} failed: "
+                                                            f"{type(exc).__name__}: {exc}"))
+        return rows
+
+
+def row_dict(extractor: Extractor, clip: ClipInput, row: FeatureRow) -> dict:
+    vector = None if row.vector is None else np.asarray(row.vector, dtype=np.float32).ravel()
+    seq = None if row.sequence is None else np.asarray(row.sequence, dtype=np.float32)
+    if vector is not None and not np.isfinite(vector).all():
+        vector = np.nan_to_num(vector, nan=0.0, posinf=0.0, neginf=0.0)
+    return {
+        "clip_id": clip.clip_id, "media_key": extractor.media_key(clip),
+        "extractor": extractor.name, "extractor_key": extractor.key, "status": row.status,
+        "reason": row.reason, "dim": None if vector is None else len(vector), "vector": vector,
+        "seq_len": None if seq is None else seq.shape[0],
+        "seq_dim": None if seq is None else seq.shape[1],
+        "sequence": None if seq is None else np.nan_to_num(seq).ravel(),
+        "extra": json.dumps(row.extra, sort_keys=True) if row.extra else None,
+    }
+
+
+def extract_shard(job: ShardJob, cache_root: str, batch_size: int = 16, max_side: int = 640) -> dict:
+    """Run every extractor of a shard and store its rows. Returns counts and seconds per extractor."""
+    cache = FeatureCache(cache_root)
+    extractors = {key: ready_extractor(spec) for key, spec in job.specs.items() if key in job.todo}
+    todo_ids = {key: {c.clip_id for c in clips} for key, clips in job.todo.items()}
+    clips = sorted({c.clip_id: c for cl in job.todo.values() for c in cl}.values(), key=lambda c: c.clip_id)
+    rows: dict[str, list[dict]] = {key: [] for key in extractors}
+    seconds = dict.fromkeys(extractors, 0.0)
+    for start in range(0, len(clips), batch_size):
+        batch = clips[start:start + batch_size]
+        media = {c.clip_id: ClipMedia(c, max_side) for c in batch}
+        for key, extractor in extractors.items():
+            sub = [c for c in batch if c.clip_id in todo_ids[key]]
+            if not sub:
+                continue
+            t0 = time.perf_counter()
+            out = safe_extract(extractor, sub, media)
+            seconds[key] += time.perf_counter() - t0
+            rows[key] += [row_dict(extractor, c, r) for c, r in zip(sub, out, strict=True)]
+    summary = {}
+    for key, extractor in extractors.items():
+        cache.write_part(key, rows[key])
+        statuses = pd.Series([r["status"] for r in rows[key]], dtype="string")
+        summary[extractor.name] = {"clips": len(rows[key]), "seconds": seconds[key],
+                                   **{s: int((statuses == s).sum()) for s in ("ok", "missing", "error")}}
+    return {"shard": job.index, "extractors": summary}
+
+
+def _init_worker(threads: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class ShardRunner:
+    """Runs shards inline (workers=1, one at a time) or in `workers` spawned processes."""
+
+    def __init__(self, workers: int = 1, batch_size: int = 16, max_side: int = 640) -> None:
+        self.workers, self.batch_size, self.max_side = workers, batch_size, max_side
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ShardRunner:
+        if self.workers > 1:
+            # spawn, not fork: the parent runs Prefect's threads and event loop.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(1,))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def run(self, job: ShardJob, cache_root: str) -> dict:
+        if self._pool is None:
+            with self._lock:
+                return extract_shard(job, cache_root, self.batch_size, self.max_side)
+        return self._pool.submit(extract_shard, job, cache_root, self.batch_size, self.max_side).result()
+
+    def __repr__(self) -> str:
+        return f"ShardRunner(workers={self.workers})"
+
+
+@contextmanager
+def shard_runner(workers: int = 1, batch_size: int = 16, max_side: int = 640) -> Iterator[ShardRunner]:
+    with ShardRunner(workers, batch_size, max_side) as runner:
+        yield runner
+
+
+def run_shard(runner: ShardRunner, job: ShardJob, cache_root: str) -> dict:
+    return runner.run(job, cache_root)
+
+
+def plan_features(registry_path: str | os.PathLike, specs: list[ExtractorSpec], cache: FeatureCache,
+                  shard_size: int = 200) -> tuple[pd.DataFrame, list[ShardJob], dict[str, int]]:
+    """Load the registry and plan the shards still to extract (see plan_shards)."""
+    registry = pd.read_parquet(registry_path)
+    jobs, cached = plan_shards(clip_inputs(registry), specs, cache, shard_size)
+    return registry, jobs, cached
+
+
+@dataclass
+class FeatureSet:
+    extractor: str
+    extractor_key: str
+    params: dict
+    ref: ArtifactRef
+    counts: dict[str, int]
+    dim: int | None
+    seq_dim: int | None
+
+    def as_record(self) -> dict:
+        return {"extractor": self.extractor, "extractor_key": self.extractor_key,
+                "params": self.params, "ref": self.ref, "counts": self.counts, "dim": self.dim,
+                "seq_dim": self.seq_dim}
+
+
+def assemble_features(registry: pd.DataFrame, spec: ExtractorSpec, cache_root: str,
+                      store: ArtifactStore, run_id: str) -> FeatureSet:
+    """The run's artifact for one extractor: the cached row of every usable clip."""
+    extractor = spec.build()
+    clips = clip_inputs(registry)
+    wanted = pd.DataFrame({"clip_id": [c.clip_id for c in clips],
+                           "media_key": [extractor.media_key(c) for c in clips]})
+    table = FeatureCache(cache_root).collect(extractor.key, wanted)
+    absent = set(wanted["clip_id"]) - set(table.column("clip_id").to_pylist())
+    if absent:
+        raise RuntimeError(f"{len(absent)} clip(s) have no {spec.name} row in the cache "
+                           f"(e.g. {sorted(absent)[:3]}): a shard did not finish")
+    ref = store.save(table, run_id, "features", spec.name)
+    statuses = pc.value_counts(table.column("status")).to_pylist()
+    counts = {"clips": table.num_rows} | {d["values"]: d["counts"] for d in statuses}
+    dims = [d for d in table.column("dim").to_pylist() if d is not None]
+    seq_dims = [d for d in table.column("seq_dim").to_pylist() if d is not None]
+    return FeatureSet(spec.name, extractor.key, extractor.params(), ref, counts,
+                      dims[0] if dims else None, seq_dims[0] if seq_dims else None)
+
+
+def summarize_features(specs: list[ExtractorSpec], sets: list[FeatureSet], cached: dict[str, int],
+                       shard_results: list[dict]) -> dict:
+    """Per extractor: clips by status, how many came from the cache, extraction rate, dims."""
+    out = {}
+    for spec, fs in zip(specs, sets, strict=True):
+        parts = [r["extractors"][spec.name] for r in shard_results if spec.name in r["extractors"]]
+        extracted = sum(p["clips"] for p in parts)
+        seconds = sum(p["seconds"] for p in parts)
+        out[spec.name] = {
+            "clips": fs.counts.get("clips", 0), "ok": fs.counts.get("ok", 0),
+            "missing": fs.counts.get("missing", 0), "error": fs.counts.get("error", 0),
+            "cached": cached.get(spec.name, 0), "extracted": extracted,
+            "seconds": round(seconds, 3),
+            "clips_per_s": round(extracted / seconds, 1) if seconds > 0 else None,
+            "dim": fs.dim, "seq_dim": fs.seq_dim, "artifact": fs.ref.path,
+        }
+    return {"extractors": out, "shards": len(shard_results)}
+
+
+# Shards and artifacts have their own content keys (extractor key + media key), so Prefect's
+# input hashing is off: the runner and the frames are not meaningfully hashable anyway.
+plan_features_task = task(plan_features, name="plan-features", cache_policy=NO_CACHE)
+extract_shard_task = task(run_shard, name="extract-shard", cache_policy=NO_CACHE)
+assemble_features_task = task(assemble_features, name="assemble-features", cache_policy=NO_CACHE)

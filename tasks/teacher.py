@@ -1,0 +1,215 @@
+"""Stage: teacher. Pool of unlabelled clips -> teacher answers (labels, scores, reasoning).
+
+Input: the pool (catalog `clips` of one dataset and split, read by the flow), the label set,
+the answers already paid for (the cache, read by the flow), optionally a predictions frame
+(`clip_id`, `p_<label>`, optional `model`) that orders the pool and that the local teacher
+answers from.
+Output: `<run_id>/teacher/answers.parquet` (one row per pool clip: outcome, label, scores,
+reasoning), `<run_id>/teacher/enriched_text.parquet` (clip_id, text) when enrichment is asked,
+new answers handed to the flow's `record` callback in batches as they arrive, and a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
+
+from models.teachers import (
+    ANSWERED,
+    ENRICH,
+    LABEL,
+    NOT_ASKED,
+    Answer,
+    Budget,
+    Clip,
+    GeminiTeacher,
+    LocalTeacher,
+    ReplayTeacher,
+    RetryPolicy,
+    Teacher,
+)
+from models.teachers.ordering import ORDERS, priority_order
+from models.teachers.prompt import ENRICH_PROMPT, LABEL_PROMPT
+from models.teachers.runner import Asked, RunReport, ask_pool
+from storage.artifacts import ArtifactRef, ArtifactStore
+
+# Re-exported for flows/teacher.py, which does not import models/ (ARCHITECTURE.md).
+__all__ = ["ENRICH_PROMPT", "LABEL_PROMPT", "ORDERS", "make_teacher_task", "query_teacher_task",
+           "run_limits", "teacher_summary"]
+KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+STATUSES = ("answered", "unparseable", "refused", "failed", "not_asked")
+
+
+@dataclass
+class TeacherResult:
+    question: str
+    outcomes: pd.DataFrame           # one row per pool clip (storage.teacher_store.OUTCOME_COLUMNS+)
+    ref: ArtifactRef
+    summary: dict
+
+
+def resolve_api_key(secret_block: str | None = None) -> SecretStr | None:
+    """The Gemini key: a named Prefect Secret block, else $GEMINI_API_KEY, else $GOOGLE_API_KEY."""
+    if secret_block:
+        from prefect.blocks.system import Secret
+
+        return SecretStr(str(Secret.load(secret_block).get()))
+    for name in KEY_VARIABLES:
+        if os.environ.get(name):
+            return SecretStr(os.environ[name])
+    return None
+
+
+def run_limits(max_requests: int | None, max_cost_usd: float | None, attempts: int,
+               initial_delay_s: float, max_delay_s: float) -> tuple[Budget, RetryPolicy]:
+    """The run's budget (shared by every question) and retry policy."""
+    return Budget(max_requests, max_cost_usd), RetryPolicy(attempts, initial_delay_s, max_delay_s)
+
+
+def make_teacher(backend: str, labels: tuple[str, ...], model: str | None = None,
+                 answers: Path | None = None, predictions: Path | None = None,
+                 secret_block: str | None = None, gemini: Mapping | None = None) -> Teacher:
+    """A fitted teacher of the chosen backend; `gemini`: GeminiTeacher settings."""
+    if backend == "replay":
+        if answers is None:
+            raise ValueError("the replay teacher needs --answers PATH (a JSONL file)")
+        return ReplayTeacher(answers, model=model).fit(labels)
+    if backend == "local":
+        if predictions is None:
+            raise ValueError("the local teacher needs --predictions PATH (clip_id, p_<label> columns)")
+        return LocalTeacher(predictions, model=model or f"local:{Path(predictions).stem}").fit(labels)
+    if backend == "gemini":
+        settings = dict(gemini or {}) | ({"model": model} if model else {})
+        return GeminiTeacher(api_key=resolve_api_key(secret_block), **settings).fit(labels)
+    raise ValueError(f"unknown teacher backend {backend!r}: gemini, replay or local")
+
+
+def pool_clips(pool: pd.DataFrame) -> list[Clip]:
+    """Catalog rows (storage.teacher_store.teacher_pool) as Clips."""
+    fields = Clip.__dataclass_fields__
+    rows = pool.astype(object).where(pool.notna(), None).to_dict("records")
+    return [Clip(**{k: v for k, v in row.items() if k in fields}) for row in rows]
+
+
+def _json_or_none(text) -> dict | None:
+    return json.loads(text) if isinstance(text, str) else None
+
+
+def cache_from_frame(cached: pd.DataFrame | None) -> dict[str, Answer]:
+    """Cached catalog rows (storage.teacher_store.cached_answers) as Answers by cache key."""
+    if cached is None or cached.empty:
+        return {}
+    out = {}
+    for row in cached.astype(object).where(cached.notna(), None).to_dict("records"):
+        out[row["cache_key"]] = Answer(
+            status=row["status"], label=row["label"], scores=_json_or_none(row["scores"]) or {},
+            reasoning=row["reasoning"], modality_shares=_json_or_none(row["modality_shares"]),
+            raw_text=row["raw_text"], tokens_in=row["tokens_in"], tokens_out=row["tokens_out"],
+            latency_s=row["latency_s"], cost_usd=row["cost_usd"], error=row["error"])
+    return out
+
+
+def answer_rows(asked: list[Asked], teacher: Teacher, question: str, run_id: str) -> pd.DataFrame:
+    """New answers as `teacher_answers` rows (storage.teacher_store.ANSWER_COLUMNS)."""
+    def as_json(value: dict | None) -> str | None:
+        return json.dumps(value, sort_keys=True) if value else None
+
+    rows = []
+    for a in asked:
+        ans = a.answer
+        rows.append({
+            "cache_key": a.key, "clip_id": a.clip.clip_id, "teacher": teacher.kind,
+            "model": teacher.model_, "question": question, "media_sha256": a.clip.media_sha256,
+            "prompt_sha256": teacher.prompt_sha256(question), "params_sha256": teacher.params_sha256_,
+            "status": ans.status, "label": ans.label,
+            "scores": as_json(ans.scores), "reasoning": ans.reasoning,
+            "modality_shares": as_json(ans.modality_shares),
+            "raw_text": ans.raw_text, "tokens_in": ans.tokens_in, "tokens_out": ans.tokens_out,
+            "latency_s": ans.latency_s, "cost_usd": ans.cost_usd, "error": ans.error, "run_id": run_id})
+    frame = pd.DataFrame(rows)
+    for col in ("tokens_in", "tokens_out"):
+        if col in frame:
+            frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def outcome_frame(report: RunReport, teacher: Teacher, question: str) -> pd.DataFrame:
+    """One row per pool clip: outcome, where it came from, and the answer when there is one."""
+    rows = [{"clip_id": a.clip.clip_id, "question": question, "teacher": teacher.kind,
+             "model": teacher.model_, "cache_key": a.key, "outcome": a.outcome,
+             "from_cache": a.from_cache, "attempts": a.attempts,
+             "label": a.answer.label if a.answer else None,
+             "scores": json.dumps(a.answer.scores, sort_keys=True) if a.answer and a.answer.scores else None,
+             "reasoning": a.answer.reasoning if a.answer else None,
+             "text": a.answer.raw_text if a.answer and question == ENRICH else None}
+            for a in report.asked]
+    frame = pd.DataFrame(rows, columns=["clip_id", "question", "teacher", "model", "cache_key", "outcome",
+                                        "from_cache", "attempts", "label", "scores", "reasoning", "text"])
+    return frame.astype({"attempts": "int32", "from_cache": "bool"})
+
+
+def summarize(report: RunReport, teacher: Teacher, question: str, wall_s: float) -> dict:
+    counts = {s: report.counts.get(s, 0) for s in STATUSES}
+    not_asked = [a.clip.clip_id for a in report.asked if a.outcome == NOT_ASKED]
+    return {"question": question, "teacher": teacher.kind, "model": teacher.model_,
+            "pool": len(report.asked), "requests": report.requests,
+            "cache_hits": sum(a.from_cache for a in report.asked), **counts,
+            "cost_usd": round(report.cost_usd, 6), "budget_exhausted": report.budget_exhausted,
+            "not_asked_sample": not_asked[:20], "wall_s": round(wall_s, 3)}
+
+
+def query_teacher(teacher: Teacher, pool: pd.DataFrame, cached: pd.DataFrame | None,
+                  store: ArtifactStore, run_id: str, budget: Budget, question: str = LABEL,
+                  predictions: pd.DataFrame | Path | None = None, order: str = "auto",
+                  label_counts: Mapping[str, int] | None = None, rpm: int | None = None,
+                  concurrency: int = 4, retry: RetryPolicy | None = None,
+                  record: Callable[[pd.DataFrame], None] | None = None,
+                  sleep: Callable[[float], None] = time.sleep) -> TeacherResult:
+    """Ask `teacher` about every pool clip not in the cache, most valuable first, within the
+    budget; save the per-clip outcomes (and, for `enrich`, the rewritten subtitles)."""
+    started = time.monotonic()
+    if isinstance(predictions, Path | str):
+        predictions = pd.read_parquet(predictions)
+    clips = {c.clip_id: c for c in pool_clips(pool)}
+    order_ids = priority_order(list(clips), predictions, teacher.labels_, order, label_counts)
+
+    def sink(batch: list[Asked]) -> None:
+        if record is not None:
+            record(answer_rows(batch, teacher, question, run_id))
+
+    report = ask_pool(teacher, [clips[i] for i in order_ids], cache_from_frame(cached), question,
+                      budget=budget, rpm=rpm, concurrency=concurrency, retry=retry, sink=sink,
+                      sleep=sleep)
+    outcomes = outcome_frame(report, teacher, question).sort_values("clip_id", ignore_index=True)
+    if question == ENRICH:
+        texts = outcomes.loc[outcomes["outcome"] == ANSWERED, ["clip_id", "text"]].reset_index(drop=True)
+        ref = store.save(texts, run_id, "teacher", "enriched_text")
+    else:
+        ref = store.save(outcomes.drop(columns="text"), run_id, "teacher", "answers")
+    summary = summarize(report, teacher, question, time.monotonic() - started) | {
+        "order": order, "artifact": ref.artifact_id}
+    return TeacherResult(question, outcomes, ref, summary)
+
+
+def teacher_summary(results: list[TeacherResult], budget: Budget, run_id: str) -> dict:
+    """The run's summary: the label question's figures at the top, every question under its name."""
+    first = results[0].summary
+    return {k: v for k, v in first.items() if k != "question"} | {
+        "run_id": run_id, "requests": budget.requests, "cost_usd": round(budget.cost_usd, 6),
+        "budget_exhausted": budget.exhausted,
+        "questions": {r.question: r.summary for r in results}}
+
+
+# Inputs are frames, a client and callbacks that Prefect cannot hash; the teacher cache is the
+# catalog's (keyed by media, prompt, model and parameters), so Prefect's cache is off here.
+make_teacher_task = task(make_teacher, name="make-teacher", cache_policy=NO_CACHE)
+query_teacher_task = task(query_teacher, name="query-teacher", cache_policy=NO_CACHE)
