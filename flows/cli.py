@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from flows.cli_common import JsonOpt, WorkspaceOpt, app, out, run_guarded
-from flows.teacher_cli import teacher
+from flows.teacher_cli import show_teacher, teacher
 
 app.command()(teacher)
 
@@ -79,33 +79,42 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="where the synthetic corpus goes")] = Path(
         "demo-corpus"),
     workspace: WorkspaceOpt = None,
+    workers: Annotated[int, typer.Option(help="feature worker processes")] = 2,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a small SYNTHETIC corpus and run the pipeline's stages on it."""
+    from flows.features import features_flow
     from flows.ingest import ingest_flow
-    from flows.params import IngestParams
+    from flows.params import FeaturesParams, IngestParams
+    from flows.teacher import TeacherParams, teacher_flow
     from storage.synthetic import make_corpus
     from storage.workspace import resolve
 
     notice = ("This demo runs on a SYNTHETIC corpus (cartoon faces, synthetic voices, template "
-              "subtitles): not real data, and its numbers say nothing about real clips.")
+              "subtitles, a simulated teacher): not real data, and its numbers say nothing "
+              "about real clips.")
     if not as_json:
         out.print(f"[bold]{notice}[/]")
     corpus = make_corpus(out_dir)
+    ws = resolve(workspace)
     summary = {"synthetic": True, "notice": notice, "corpus": str(out_dir.resolve()),
                "corpus_counts": corpus}
-    ingested = run_guarded(ingest_flow, IngestParams(dataset_dir=out_dir,
-                                                     workspace=resolve(workspace)))
-    summary["ingest"] = ingested
-    summary["stages_run"] = ["ingest"]
+    # Ingest, extract features, then ask the (replayed, simulated) teacher about the pool.
+    summary["ingest"] = run_guarded(ingest_flow, IngestParams(dataset_dir=out_dir, workspace=ws))
+    summary["features"] = run_guarded(features_flow, FeaturesParams(workspace=ws, workers=workers))
+    summary["teacher"] = run_guarded(teacher_flow, TeacherParams(
+        workspace=ws, backend="replay", answers=out_dir / "teacher" / "answers.jsonl"))
+    summary["stages_run"] = ["ingest", "features", "teacher"]
     if as_json:
         print(json.dumps(summary, sort_keys=True))
         return
     out.print(f"generated {corpus['clips']} synthetic clips in {summary['corpus']} "
               f"({corpus['train']} labelled, {corpus['candidate']} candidates)", highlight=False)
-    show_ingest(ingested)
-    out.print("stages run: ingest (features, training, teacher and mining land in later "
-              "releases)")
+    show_ingest(summary["ingest"])
+    show_features(summary["features"])
+    show_teacher(summary["teacher"])
+    out.print(f"workspace: {ws} (try `mersemi status -w {ws}`); training, pseudo-labelling and "
+              "the audit land in later releases", highlight=False)
 
 
 def parse_settings(settings: list[str]) -> dict[str, dict]:

@@ -1,9 +1,14 @@
 """Face detection (pluggable), face crops, and 68-point landmarks.
 
-Detectors: OpenCV's bundled Haar cascade (default: ships inside opencv-python-headless <5)
-and dlib's HOG detector. Landmarks: dlib's 68-point shape predictor, loaded by path; the
-default path is the file inside the `face-recognition-models` wheel, found without importing
-that package (its __init__ needs the removed `pkg_resources`).
+Detectors: OpenCV's bundled Haar cascade (ships inside opencv-python-headless <5) and dlib's
+HOG detector, alone or chained ("haar,dlib": the next one is tried on frames where the
+previous found nothing). The default is "haar,dlib": on 150 composite clips (2 fps) Haar
+alone found a face in 76 % of clips at its usual settings (scale 1.1, 4 neighbours) and 85 %
+at scale 1.05 with 3 neighbours; dlib's detector on Haar's misses brings it to 92 %.
+
+Landmarks: dlib's 68-point shape predictor, loaded by path; the default path is the file
+inside the `face-recognition-models` wheel, found without importing that package (its
+__init__ needs the removed `pkg_resources`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class FaceDetector(Protocol):
 class HaarFaceDetector:
     name = "haar"
 
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 4, min_size: int = 24):
+    def __init__(self, scale_factor: float = 1.05, min_neighbors: int = 3, min_size: int = 24):
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
         self._cascade = cv2.CascadeClassifier(
             str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
@@ -51,13 +56,34 @@ class DlibFaceDetector:
         return [(r.left(), r.top(), r.width(), r.height()) for r in self._detector(gray, self.upsample)]
 
 
+class ChainDetector:
+    """Detectors tried in order; a frame's boxes come from the first that finds any."""
+
+    def __init__(self, detectors: list[FaceDetector]):
+        self.detectors = detectors
+        self.name = ",".join(d.name for d in detectors)
+
+    def detect(self, gray: np.ndarray) -> list[Box]:
+        for detector in self.detectors:
+            boxes = detector.detect(gray)
+            if boxes:
+                return boxes
+        return []
+
+
 DETECTORS = {"haar": HaarFaceDetector, "dlib": DlibFaceDetector}
+DEFAULT_DETECTOR = "haar,dlib"
 
 
-def make_detector(name: str) -> FaceDetector:
-    if name not in DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
-    return DETECTORS[name]()
+def make_detector(spec: str) -> FaceDetector:
+    """A detector from a name or a comma-separated chain of names ("haar", "dlib", "haar,dlib")."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DETECTORS]
+    if not names or unknown:
+        raise ValueError(f"unknown face detector {spec!r}; use {', '.join(DETECTORS)} or a chain "
+                         "such as haar,dlib")
+    detectors = [DETECTORS[n]() for n in names]
+    return detectors[0] if len(detectors) == 1 else ChainDetector(detectors)
 
 
 def largest(boxes: list[Box]) -> Box | None:

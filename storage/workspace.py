@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from storage.artifacts import ArtifactStore
-from storage.catalog import Catalog
+from storage.catalog import Catalog, now
 from storage.feature_cache import FeatureCache
 
 ENV_VAR = "MERSEMI_WORKSPACE"
@@ -71,8 +71,10 @@ class Workspace:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
             try:
-                # The lock holder is the catalog's one writer: it brings the schema up to date.
-                self.catalog.migrate()
+                # The lock holder is the catalog's one writer: it brings the schema up to date,
+                # and any run still marked running lost its process.
+                with self.catalog.writer() as s:
+                    s.run("mark_interrupted_runs", run_id=run_id, now=now())
                 yield
             finally:
                 os.ftruncate(fd, 0)

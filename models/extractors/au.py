@@ -32,7 +32,7 @@ import numpy as np
 
 from models.extractors.base import ClipInput, Extractor, FeatureRow, stats_pool
 from models.extractors.clip_media import ClipMedia
-from models.faces import Landmarker, make_detector
+from models.faces import DEFAULT_DETECTOR, Landmarker, make_detector
 from models.media import MediaError
 
 AU_FEATURES = ("inner_brow_raise", "outer_brow_raise", "brow_gap", "eye_open_l", "eye_open_r",
@@ -70,9 +70,10 @@ def geometry(p: np.ndarray) -> np.ndarray:
 
 class FacialGeometry(Extractor):
     name = "au"
+    version = 2          # v2: Haar at scale 1.05 / 3 neighbours, dlib fallback
     modality = "visual"
 
-    def __init__(self, detector: str = "haar", fps: float = 2.0, max_frames: int = 32,
+    def __init__(self, detector: str = DEFAULT_DETECTOR, fps: float = 2.0, max_frames: int = 32,
                  landmark_model: str | None = None):
         self.detector, self.fps, self.max_frames = detector, fps, max_frames
         self.landmark_model = landmark_model

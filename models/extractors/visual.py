@@ -16,7 +16,7 @@ import numpy as np
 from models.encoders import FERClassifier, HFImageEncoder, HogEncoder
 from models.extractors.base import ClipInput, Extractor, FeatureRow
 from models.extractors.clip_media import ClipMedia
-from models.faces import crop, make_detector
+from models.faces import DEFAULT_DETECTOR, crop, make_detector
 from models.media import MediaError
 
 
@@ -65,9 +65,10 @@ class VisualGlobal(Extractor):
 
 class VisualFace(Extractor):
     name = "visual_face"
+    version = 2          # v2: Haar at scale 1.05 / 3 neighbours, dlib fallback
     modality = "visual"
 
-    def __init__(self, encoder: str = "hog", detector: str = "haar", fps: float = 2.0,
+    def __init__(self, encoder: str = "hog", detector: str = DEFAULT_DETECTOR, fps: float = 2.0,
                  max_frames: int = 32, crop_size: int = 64, device: str = "cpu"):
         self.encoder, self.detector, self.fps = encoder, detector, fps
         self.max_frames, self.crop_size, self.device = max_frames, crop_size, device

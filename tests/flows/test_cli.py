@@ -127,4 +127,27 @@ def test_demo_says_it_is_synthetic(tmp_path):
     assert summary["synthetic"] is True and "SYNTHETIC" in summary["notice"]
     assert summary["ingest"]["registered"] == summary["corpus_counts"]["clips"] == 48
     assert summary["ingest"]["errors"] == 0
+    assert summary["stages_run"] == ["ingest", "features", "teacher"]
+    assert all(e["clips"] == 48 for e in summary["features"]["extractors"].values())
+    assert summary["teacher"]["answered"] == 24 and summary["teacher"]["requests"] == 24
     assert "SYNTHETIC" in (tmp_path / "corpus" / "README.txt").read_text()
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_interrupted(corpus_copy, tmp_path):
+    from storage.catalog import now
+    from storage.records import start_run
+
+    ws = tmp_path / "ws"
+    mersemi("ingest", str(corpus_copy), "-w", str(ws), "--json")
+    catalog = Catalog(ws / "catalog.duckdb")
+    start_run(catalog, "features-dead", "features", {}, None)     # as if killed with SIGKILL
+    with catalog.reader() as s:
+        assert s.query("SELECT status FROM runs WHERE run_id = 'features-dead'")["status"][0] == "running"
+    corpus_copy.joinpath("track_all_candidates.csv").write_text(
+        "\n".join(corpus_copy.joinpath("track_all_candidates.csv").read_text().splitlines()[:-1]) + "\n")
+    _, summary, _ = mersemi("ingest", str(corpus_copy), "-w", str(ws), "--json")
+    with catalog.reader() as s:
+        row = s.query("SELECT status, error, finished_at FROM runs WHERE run_id = 'features-dead'")
+    assert row["status"][0] == "interrupted" and summary["run_id"] in row["error"][0]
+    assert row["finished_at"][0] <= now()
+    assert catalog.failed_checks() == {}

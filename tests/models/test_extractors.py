@@ -88,7 +88,7 @@ def test_unknown_extractor_and_parameter_are_clear_errors():
 
 def test_extractor_key_changes_with_parameters_not_device():
     a, b = build("visual_face"), build("visual_face", {"fps": 4.0})
-    assert a.key != b.key and a.key.startswith("visual_face-v1-")
+    assert a.key != b.key and a.key.startswith("visual_face-v2-")
     assert build("visual_face", {"device": "cuda"}).key == a.key
 
 
@@ -199,3 +199,26 @@ def test_asr_fills_in_a_missing_transcript(tmp_path, clips):
     assert rows[1].status == "ok" and "transcript" not in rows[1].extra  # subtitles win
     # The ASR model is part of the key: its transcripts are not mixed with another's.
     assert build("text", {"asr_model": whisper}).key != build("text").key
+
+
+def test_detector_chain_falls_back_per_frame():
+    from models.faces import ChainDetector, make_detector
+
+    class Never:
+        name = "never"
+
+        def detect(self, gray):
+            return []
+
+    class Always:
+        name = "always"
+
+        def detect(self, gray):
+            return [(1, 2, 3, 4)]
+
+    assert ChainDetector([Never(), Always()]).detect(np.zeros((8, 8), np.uint8)) == [(1, 2, 3, 4)]
+    assert ChainDetector([Never(), Never()]).detect(np.zeros((8, 8), np.uint8)) == []
+    assert make_detector("haar,dlib").name == "haar,dlib"
+    assert make_detector("dlib").name == "dlib"
+    with pytest.raises(ValueError, match="unknown face detector 'haar,mtcnn'"):
+        make_detector("haar,mtcnn")
