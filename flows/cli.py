@@ -85,8 +85,9 @@ def demo(
     """Generate a small SYNTHETIC corpus and run the pipeline's stages on it."""
     from flows.features import features_flow
     from flows.ingest import ingest_flow
-    from flows.params import FeaturesParams, IngestParams
+    from flows.params import FeaturesParams, IngestParams, PredictParams, TrainParams
     from flows.teacher import TeacherParams, teacher_flow
+    from flows.train import predict_flow, train_flow
     from storage.synthetic import make_corpus
     from storage.workspace import resolve
 
@@ -104,7 +105,10 @@ def demo(
     summary["features"] = run_guarded(features_flow, FeaturesParams(workspace=ws, workers=workers))
     summary["teacher"] = run_guarded(teacher_flow, TeacherParams(
         workspace=ws, backend="replay", answers=out_dir / "teacher" / "answers.jsonl"))
-    summary["stages_run"] = ["ingest", "features", "teacher"]
+    # The supervised baseline (few labelled clips here: 3 folds, one seed) and its submission.
+    summary["train"] = run_guarded(train_flow, TrainParams(workspace=ws, folds=3, seeds=(0,), epochs=40))
+    summary["predict"] = run_guarded(predict_flow, PredictParams(workspace=ws))
+    summary["stages_run"] = ["ingest", "features", "teacher", "train", "predict"]
     if as_json:
         print(json.dumps(summary, sort_keys=True))
         return
@@ -113,8 +117,11 @@ def demo(
     show_ingest(summary["ingest"])
     show_features(summary["features"])
     show_teacher(summary["teacher"])
-    out.print(f"workspace: {ws} (try `mersemi status -w {ws}`); training, pseudo-labelling and "
-              "the audit land in later releases", highlight=False)
+    show_train(summary["train"])
+    predicted = summary["predict"]
+    out.print(f"submission ({predicted['predicted']} candidates): {predicted['submission']}", highlight=False)
+    out.print(f"workspace: {ws} (try `mersemi status -w {ws}`); pseudo-labelling rounds and the "
+              "audit land in later releases", highlight=False)
 
 
 def parse_settings(settings: list[str]) -> dict[str, dict]:
@@ -170,6 +177,80 @@ def features(
         print(json.dumps(summary, sort_keys=True))
     else:
         show_features(summary)
+
+
+def csv_tuple(value: str | None, cast=str) -> tuple:
+    return tuple(cast(v.strip()) for v in value.split(",") if v.strip()) if value else ()
+
+
+def show_train(summary: dict) -> None:
+    table = Table(title=f"train: {summary['dataset']} (run {summary['run_id']}), {summary['n_train']} "
+                        f"labelled clips, {summary['models']} fold models")
+    for col in ("fusion", "head", "CV weighted F1"):
+        table.add_column(col)
+    for fusion, heads in summary["cv_weighted_f1"].items():
+        for head, f1 in heads.items():
+            table.add_row(fusion, head, f"{f1:.3f}")
+    out.print(table)
+
+
+@app.command()
+def train(
+    workspace: WorkspaceOpt = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset [default: the only one]")] = None,
+    fusion: Annotated[str, typer.Option(
+        help="fusion heads, comma-separated; the first predicts")] = "moe,attention",
+    experts: Annotated[str | None, typer.Option(help="experts [default: every available one]")] = None,
+    folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
+    seeds: Annotated[str, typer.Option(help="seeds, comma-separated")] = "0,1,2",
+    epochs: Annotated[int, typer.Option(help="most epochs per fold (early stopping)")] = 80,
+    class_weighted: Annotated[bool, typer.Option(help="class-weighted loss")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the fusion baseline with k-fold cross-validation; report CV weighted F1 per head."""
+    from flows.params import TrainParams
+    from flows.train import train_flow
+    from storage.workspace import resolve
+
+    def go():
+        return train_flow(TrainParams(
+            workspace=resolve(workspace), dataset=dataset, fusions=csv_tuple(fusion),
+            experts=csv_tuple(experts), folds=folds, seeds=csv_tuple(seeds, int), epochs=epochs,
+            class_weighted=class_weighted))
+
+    summary = run_guarded(go)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        show_train(summary)
+
+
+@app.command()
+def predict(
+    workspace: WorkspaceOpt = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset [default: the only one]")] = None,
+    train_run: Annotated[str | None, typer.Option(help="training run [default: the newest]")] = None,
+    head: Annotated[str, typer.Option(help="final, fused or expert:<name>")] = "final",
+    out_file: Annotated[Path | None, typer.Option("--out", help="also write the submission here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict every candidate clip with a training run's fold models; write a MER2025 submission."""
+    from flows.params import PredictParams
+    from flows.train import predict_flow
+    from storage.workspace import resolve
+
+    def go():
+        return predict_flow(PredictParams(workspace=resolve(workspace), dataset=dataset, train_run=train_run,
+                                          head=head, out=out_file))
+
+    summary = run_guarded(go)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    out.print(f"predicted {summary['predicted']} of {summary['candidates']} candidates with "
+              f"{summary['head']} ({summary['models']} fold models of {summary['train_run']}); "
+              f"{summary['fallback']} fell back to {summary['fallback_label']!r}", highlight=False)
+    out.print(f"submission: {summary['submission']}", highlight=False)
 
 
 @app.command()

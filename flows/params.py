@@ -52,3 +52,41 @@ class FeaturesParams(BaseModel):
             raise ValueError(f"unknown extractor(s) {', '.join(unknown)}; "
                              f"choose from {', '.join(EXTRACTORS)}")
         return tuple(dict.fromkeys(value))
+
+
+class TrainParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workspace: Path
+    dataset: str | None = None
+    fusions: tuple[str, ...] = Field(default=("moe", "attention"), min_length=1,
+                                     description="fusion heads to train; the first one predicts")
+    experts: tuple[str, ...] = Field(default=(), description="experts to use [default: all available]")
+    folds: int = Field(default=5, ge=2, le=20)
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1, max_length=20)
+    hidden: int = Field(default=64, ge=8, le=1024)
+    dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
+    epochs: int = Field(default=80, ge=1, le=1000)
+    patience: int = Field(default=12, ge=1, le=1000)
+    lr: float = Field(default=1e-3, gt=0, le=1.0)
+    weight_decay: float = Field(default=1e-3, ge=0, le=1.0)
+    class_weighted: bool = False
+    aux_weight: float = Field(default=0.5, ge=0, le=10)
+
+    @field_validator("fusions")
+    @classmethod
+    def _fusions(cls, value):
+        bad = [f for f in value if f not in ("moe", "attention")]
+        if bad:
+            raise ValueError(f"unknown fusion(s) {', '.join(bad)}; choose moe and/or attention")
+        return tuple(dict.fromkeys(value))
+
+
+class PredictParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workspace: Path
+    dataset: str | None = None
+    train_run: str | None = Field(default=None, description="training run [default: the newest]")
+    head: str = Field(default="final", description="final, fused or expert:<name>")
+    out: Path | None = Field(default=None, description="also copy the submission file here")

@@ -106,6 +106,15 @@ class ArtifactStore:
             n_rows=frame.num_rows if isinstance(frame, pa.Table) else len(frame), n_bytes=len(data),
         )
 
+    def save_bytes(self, data: bytes, run_id: str, stage: str, name: str, suffix: str) -> ArtifactRef:
+        """Store a non-tabular artifact (a model file, a CSV) under the same layout and rules."""
+        if not SEGMENT.match(suffix.lstrip(".")):
+            raise ValueError(f"artifact suffix {suffix!r} must be letters or digits")
+        rel = self.relpath(run_id, stage, name)[: -len(".parquet")] + suffix
+        atomic_write(self.root / rel, data)
+        return ArtifactRef(artifact_id=rel[: -len(suffix)], run_id=run_id, stage=stage, name=name,
+                           path=rel, sha256=sha256_bytes(data), n_rows=0, n_bytes=len(data))
+
     def path_of(self, artifact_id: str) -> Path:
         return self.root / f"{artifact_id}.parquet"
 

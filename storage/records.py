@@ -156,3 +156,39 @@ def record_feature_sets(catalog: Catalog, run_id: str, started_at: datetime, dat
 def latest_feature_sets(catalog: Catalog, dataset: str) -> list[dict]:
     with catalog.reader() as s:
         return s.records("latest_feature_sets", dataset=dataset)
+
+
+def feature_frames(catalog: Catalog, store, dataset: str, names: Sequence[str] | None = None
+                   ) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The newest feature set of each extractor (or of `names`) as frames, and their artifact ids."""
+    sets = latest_feature_sets(catalog, dataset)
+    if names:
+        sets = [s for s in sets if s["extractor"] in names]
+    if not sets:
+        raise ValueError(f"no features for dataset {dataset!r}: run `mersemi features` first")
+    frames = {s["extractor"]: pd.read_parquet(store.root / s["path"]) for s in sets}
+    return frames, [s["artifact_id"] for s in sets]
+
+
+def record_stage_run(catalog: Catalog, run_id: str, stage: str, started_at: datetime, refs: list[ArtifactRef],
+                     inputs: Sequence[str], summary: dict, metrics: Sequence[tuple[str, str, float]] = ()
+                     ) -> None:
+    """A stage's artifacts (with their inputs), metrics (name, scope, value) and summary, then
+    the run's end, in one transaction."""
+    with catalog.writer() as s:
+        for ref in refs:
+            record_artifact(s, ref, inputs=inputs)
+        for name, scope, value in metrics:
+            s.run("insert_metric", run_id=run_id, stage=stage, round=0, name=name, scope=scope,
+                  value=float(value), recorded_at=now())
+        record_stage(s, run_id, stage, started_at, summary)
+        s.run("finish_run", run_id=run_id, status="completed", finished_at=now(), error=None)
+
+
+def latest_stage_run(catalog: Catalog, stage: str, dataset: str) -> tuple[str, list[dict]] | None:
+    """(run id, artifacts) of the newest completed run of `stage` for `dataset`."""
+    with catalog.reader() as s:
+        rows = s.records("latest_stage_run", stage=stage, dataset=dataset)
+        if not rows:
+            return None
+        return rows[0]["run_id"], s.records("run_artifacts", run_id=rows[0]["run_id"], stage=stage)

@@ -127,7 +127,8 @@ def test_demo_says_it_is_synthetic(tmp_path):
     assert summary["synthetic"] is True and "SYNTHETIC" in summary["notice"]
     assert summary["ingest"]["registered"] == summary["corpus_counts"]["clips"] == 48
     assert summary["ingest"]["errors"] == 0
-    assert summary["stages_run"] == ["ingest", "features", "teacher"]
+    assert summary["stages_run"] == ["ingest", "features", "teacher", "train", "predict"]
+    assert summary["predict"]["candidates"] == 24 and summary["predict"]["fallback"] == 0
     assert all(e["clips"] == 48 for e in summary["features"]["extractors"].values())
     assert summary["teacher"]["answered"] == 24 and summary["teacher"]["requests"] == 24
     assert "SYNTHETIC" in (tmp_path / "corpus" / "README.txt").read_text()

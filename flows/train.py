@@ -1,0 +1,162 @@
+"""Flows: train the supervised baseline (k-fold CV), and predict the candidates with it."""
+
+from __future__ import annotations
+
+import shutil
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows.params import PredictParams, TrainParams
+from storage.catalog import now
+from storage.records import (
+    feature_frames,
+    finish_run,
+    latest_stage_run,
+    record_stage_run,
+    resolve_dataset,
+    start_run,
+)
+from storage.workspace import Workspace, new_run_id
+from tasks.predict import load_models, majority_label, predict_task, save_predictions
+from tasks.train import TrainConfig, train_task
+
+
+def metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
+    return [
+        (name, f"{fusion}/{head}", m[name])
+        for fusion, heads in metrics.items()
+        for head, m in heads.items()
+        for name in ("weighted_f1", "accuracy", "macro_f1")
+    ]
+
+
+@flow(name="train", validate_parameters=True)
+def train_flow(params: TrainParams) -> dict:
+    ws = Workspace(params.workspace)
+    run_id, started = new_run_id("train"), now()
+    config = TrainConfig(**params.model_dump(exclude={"workspace", "dataset"}))
+    with ws.exclusive(run_id):
+        state = resolve_dataset(ws.catalog, params.dataset)
+        start_run(ws.catalog, run_id, "train", params.model_dump(mode="json"), flow_run.id)
+        try:
+            # Inputs: the clip registry and the newest feature set of each extractor.
+            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
+            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+            # Cross-validated training; fold models and predictions stored as artifacts.
+            out = train_task(registry, features, state.labels, config, ws.artifacts, run_id)
+            metrics = out["result"].metrics
+            summary = {
+                "dataset": state.dataset,
+                "run_id": run_id,
+                "n_train": out["n_train"],
+                "n_predict": out["n_predict"],
+                "experts": [e["name"] for e in out["experts"]],
+                "models": len(out["refs"]["models"]),
+                "cv_weighted_f1": {
+                    f: {h: round(m["weighted_f1"], 4) for h, m in heads.items()}
+                    for f, heads in metrics.items()
+                },
+                "predictions": out["refs"]["predictions"].path,
+                "config": out["config"],
+            }
+            refs = [*out["refs"]["models"], out["refs"]["oof"], out["refs"]["predictions"]]
+            record_stage_run(
+                ws.catalog,
+                run_id,
+                "train",
+                started,
+                refs,
+                [state.registry_artifact_id, *feature_ids],
+                summary,
+                metric_rows(metrics),
+            )
+        except BaseException as exc:
+            finish_run(ws.catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+    create_markdown_artifact(
+        key="train-summary",
+        markdown=train_markdown(summary),
+        description=f"baseline training on {state.dataset}",
+    )
+    return summary | {"workspace": str(ws.root)}
+
+
+@flow(name="predict", validate_parameters=True)
+def predict_flow(params: PredictParams) -> dict:
+    ws = Workspace(params.workspace)
+    run_id, started = new_run_id("predict"), now()
+    with ws.exclusive(run_id):
+        state = resolve_dataset(ws.catalog, params.dataset)
+        trained = latest_stage_run(ws.catalog, "train", state.dataset)
+        if trained is None:
+            raise ValueError(f"no training run for dataset {state.dataset!r}: run `mersemi train` first")
+        train_run, train_artifacts = (
+            trained
+            if params.train_run is None
+            else (params.train_run, latest_artifacts_of(ws, params.train_run))
+        )
+        start_run(ws.catalog, run_id, "predict", params.model_dump(mode="json"), flow_run.id)
+        try:
+            # Inputs: the registry, the newest features and the training run's fold models.
+            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
+            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+            model_paths = [a["path"] for a in train_artifacts if a["name"].startswith("model-")]
+            models = load_models(ws.artifacts, model_paths)
+            majority = majority_label(registry)
+            # Predict every candidate; the submission has one row per candidate clip.
+            predictions, submission, summary = predict_task(
+                registry, features, models, state.labels, majority, head=params.head
+            )
+            refs = save_predictions(predictions, submission, ws.artifacts, run_id)
+            summary |= {
+                "dataset": state.dataset,
+                "run_id": run_id,
+                "train_run": train_run,
+                "submission": str(ws.artifacts.path(refs[1])),
+            }
+            record_stage_run(
+                ws.catalog,
+                run_id,
+                "predict",
+                started,
+                refs,
+                [
+                    state.registry_artifact_id,
+                    *feature_ids,
+                    *(a["artifact_id"] for a in train_artifacts if a["name"].startswith("model-")),
+                ],
+                summary,
+            )
+        except BaseException as exc:
+            finish_run(ws.catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+    if params.out is not None:
+        params.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(summary["submission"], params.out)
+        summary["submission_copy"] = str(params.out)
+    return summary | {"workspace": str(ws.root)}
+
+
+def latest_artifacts_of(ws: Workspace, run_id: str) -> list[dict]:
+    with ws.catalog.reader() as s:
+        rows = s.records("run_artifacts", run_id=run_id, stage="train")
+    if not rows:
+        raise ValueError(f"training run {run_id!r} has no model artifacts in {ws.root}")
+    return rows
+
+
+def train_markdown(summary: dict) -> str:
+    lines = [
+        f"# Baseline training on `{summary['dataset']}`",
+        "",
+        f"{summary['n_train']} labelled clips, {summary['models']} fold models; experts: "
+        f"{', '.join(summary['experts'])}",
+        "",
+        "| fusion | head | CV weighted F1 |",
+        "|---|---|---|",
+    ]
+    for fusion, heads in summary["cv_weighted_f1"].items():
+        lines += [f"| {fusion} | {head} | {f1:.3f} |" for head, f1 in heads.items()]
+    return "\n".join(lines)

@@ -1,0 +1,321 @@
+"""The supervised baseline: modality experts fused by attention or a mixture of experts.
+
+`Bundle` holds the inputs of N clips, one `ExpertInput` per expert (a clip-level matrix, a
+list of sequences, or an audio/text pair of sequence lists) with a `present` mask.
+`FusionClassifier` is scikit-learn-shaped: `__init__` stores settings, `fit` standardises,
+trains with early stopping on validation weighted F1 and returns self (learned state ends in
+`_`), `predict_proba` changes nothing and returns probabilities per head: "final" (the
+fusion's output), "fused" (MoE: the attention-fused head) and "expert:<name>" (MoE: each
+expert's own head, NaN where that expert is absent).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+from torch.nn import functional as F
+
+from models.nets import FUSIONS, AudioTextJoint, MLPExpert, NetConfig, TemporalExpert
+
+
+@dataclass
+class ExpertInput:
+    name: str
+    kind: str  # vector, sequence or joint
+    present: np.ndarray  # (N,) bool
+    x: np.ndarray | None = None  # vector: (N, D) float32
+    seqs: list[np.ndarray] | None = None  # sequence: N arrays (T_i, D); joint: audio side
+    seqs2: list[np.ndarray] | None = None  # joint: text side
+
+    def subset(self, idx: np.ndarray) -> ExpertInput:
+        def take(seqs):
+            return None if seqs is None else [seqs[i] for i in idx]
+
+        return ExpertInput(
+            self.name,
+            self.kind,
+            self.present[idx],
+            None if self.x is None else self.x[idx],
+            take(self.seqs),
+            take(self.seqs2),
+        )
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        if self.kind == "vector":
+            return (self.x.shape[1],)
+        if self.kind == "sequence":
+            return (_seq_dim(self.seqs),)
+        return (_seq_dim(self.seqs), _seq_dim(self.seqs2))
+
+
+def _seq_dim(seqs: list[np.ndarray]) -> int:
+    return next(s.shape[1] for s in seqs if s is not None and s.size)
+
+
+@dataclass
+class Bundle:
+    clip_ids: list[str]
+    experts: list[ExpertInput]
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def subset(self, idx) -> Bundle:
+        idx = np.asarray(idx)
+        return Bundle([self.clip_ids[i] for i in idx], [e.subset(idx) for e in self.experts])
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.experts]
+
+
+def _pad(
+    seqs: list[np.ndarray], present: np.ndarray, max_len: int, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, D) zero-padded and (B, T) padding mask. Absent or empty sequences become one
+    unmasked zero step, so attention never sees an all-padding row (masked later, at fusion)."""
+    lens = [
+        min(len(s), max_len) if p and s is not None and len(s) else 1
+        for s, p in zip(seqs, present, strict=True)
+    ]
+    x = np.zeros((len(seqs), max(lens), dim), np.float32)
+    for i, (s, p) in enumerate(zip(seqs, present, strict=True)):
+        if p and s is not None and len(s):
+            x[i, : lens[i]] = s[:max_len]
+    pad = np.arange(max(lens))[None, :] >= np.asarray(lens)[:, None]
+    return torch.from_numpy(x), torch.from_numpy(pad)
+
+
+@dataclass
+class FusionClassifier:
+    labels: tuple[str, ...]
+    fusion: str = "moe"
+    hidden: int = 64
+    dropout: float = 0.3
+    epochs: int = 80
+    patience: int = 12
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 64
+    class_weighted: bool = False
+    aux_weight: float = 0.5
+    max_seq: int = 96
+    seed: int = 0
+    history_: list[dict] = field(default_factory=list, init=False, repr=False)
+
+    # ---- inputs -------------------------------------------------------------------------
+    def _fit_scalers(self, bundle: Bundle) -> None:
+        self.scalers_ = {}
+        for e in bundle.experts:
+            rows = []
+            if e.kind == "vector":
+                rows = [e.x[e.present]]
+            else:
+                for seqs in (e.seqs, e.seqs2):
+                    if seqs is not None:
+                        rows.append(
+                            np.concatenate(
+                                [
+                                    s
+                                    for s, p in zip(seqs, e.present, strict=True)
+                                    if p and s is not None and len(s)
+                                ]
+                            )
+                        )
+            stats = []
+            for r in rows:
+                mean = r.mean(0) if len(r) else 0.0
+                std = r.std(0) + 1e-6 if len(r) else 1.0
+                stats.append((np.asarray(mean, np.float32), np.asarray(std, np.float32)))
+            self.scalers_[e.name] = stats
+
+    def _tensors(self, bundle: Bundle, idx: np.ndarray) -> tuple[list, torch.Tensor]:
+        inputs = []
+        for e in bundle.experts:
+            present = e.present[idx]
+            stats = self.scalers_[e.name]
+            if e.kind == "vector":
+                m, s = stats[0]
+                x = np.where(present[:, None], (e.x[idx] - m) / s, 0.0).astype(np.float32)
+                inputs.append((torch.from_numpy(x),))
+            else:
+                parts = []
+                for j, seqs in enumerate((e.seqs, e.seqs2)[: 1 if e.kind == "sequence" else 2]):
+                    m, s = stats[j]
+                    chosen = [
+                        None if seqs[i] is None else ((seqs[i] - m) / s).astype(np.float32) for i in idx
+                    ]
+                    parts += list(_pad(chosen, present, self.max_seq, len(m)))
+                inputs.append(tuple(parts))
+        present = torch.from_numpy(np.stack([e.present[idx] for e in bundle.experts], axis=1))
+        return inputs, present
+
+    # ---- model --------------------------------------------------------------------------
+    def _build(self, bundle: Bundle) -> None:
+        cfg = NetConfig(hidden=self.hidden, dropout=self.dropout)
+        encoders = {}
+        for e in bundle.experts:
+            if e.kind == "vector":
+                encoders[e.name] = MLPExpert(e.dims[0], cfg)
+            elif e.kind == "sequence":
+                encoders[e.name] = TemporalExpert(e.dims[0], cfg)
+            else:
+                encoders[e.name] = AudioTextJoint(*e.dims, cfg)
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        self.expert_names_ = bundle.names
+        self.expert_kinds_ = [e.kind for e in bundle.experts]
+        self.expert_dims_ = [e.dims for e in bundle.experts]
+        self.net_ = nn.ModuleDict(
+            {
+                "encoders": nn.ModuleDict(encoders),
+                "fusion": FUSIONS[self.fusion](len(encoders), len(self.labels), cfg),
+            }
+        )
+
+    def _forward(self, inputs: list, present: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = torch.stack(
+            [self.net_["encoders"][name](*x) for name, x in zip(self.expert_names_, inputs, strict=True)],
+            dim=1,
+        )
+        return self.net_["fusion"](h, present)  # h: (B, E, H)
+
+    # ---- training -----------------------------------------------------------------------
+    def fit(
+        self,
+        bundle: Bundle,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        val: tuple[Bundle, np.ndarray] | None = None,
+    ) -> FusionClassifier:
+        """Train; with `val`, keep the epoch of best validation weighted F1 and stop early."""
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        y = np.asarray(y)
+        weight = (
+            np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
+        )
+        self._fit_scalers(bundle)
+        self._build(bundle)
+        counts = np.bincount(y, minlength=len(self.labels)).astype(np.float32)
+        class_w = (
+            (counts.sum() / np.maximum(counts, 1) / len(self.labels))
+            if self.class_weighted
+            else np.ones(len(self.labels), np.float32)
+        )
+        class_w = torch.from_numpy(class_w.astype(np.float32))
+        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best, best_state, stale = -1.0, None, 0
+        self.history_ = []
+        for epoch in range(self.epochs):
+            self.net_.train()
+            order = rng.permutation(len(y))
+            for start in range(0, len(y), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                inputs, present = self._tensors(bundle, idx)
+                out = self._forward(inputs, present)
+                loss = self._loss(
+                    out, torch.from_numpy(y[idx]), torch.from_numpy(weight[idx]), present, class_w
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if val is None:
+                continue
+            score = f1_score(
+                val[1],
+                self.predict_proba(val[0])["final"].argmax(1),
+                average="weighted",
+                labels=range(len(self.labels)),
+                zero_division=0,
+            )
+            self.history_.append({"epoch": epoch, "val_weighted_f1": float(score)})
+            if score > best + 1e-6:
+                best, stale = score, 0
+                best_state = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
+                self.best_epoch_ = epoch
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
+        if best_state is not None:
+            self.net_.load_state_dict(best_state)
+            self.val_f1_ = best
+        self.net_.eval()
+        return self
+
+    def _loss(self, out, y, weight, present, class_w) -> torch.Tensor:
+        def ce(logits, mask=None):
+            losses = F.cross_entropy(logits, y, weight=class_w, reduction="none") * weight
+            if mask is None:
+                return losses.mean()
+            return (losses * mask).sum() / mask.sum().clamp(min=1.0)
+
+        loss = ce(out["logits"])
+        if "expert_logits" in out:  # MoE: every head learns too
+            aux = [
+                ce(out["expert_logits"][:, i], present[:, i].float())
+                for i in range(out["expert_logits"].shape[1])
+            ]
+            aux.append(ce(out["fused_logits"]))
+            loss = loss + self.aux_weight * torch.stack(aux).mean()
+        return loss
+
+    # ---- inference ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_proba(self, bundle: Bundle) -> dict[str, np.ndarray]:
+        was_training = self.net_.training
+        self.net_.eval()
+        outs: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(bundle), 256):
+            idx = np.arange(start, min(start + 256, len(bundle)))
+            inputs, present = self._tensors(bundle, idx)
+            out = self._forward(inputs, present)
+            outs.setdefault("final", []).append(torch.softmax(out["logits"], -1).numpy())
+            if "expert_logits" in out:
+                outs.setdefault("fused", []).append(torch.softmax(out["fused_logits"], -1).numpy())
+                probs = torch.softmax(out["expert_logits"], -1).numpy()
+                probs[~present.numpy()] = np.nan
+                for i, name in enumerate(self.expert_names_):
+                    outs.setdefault(f"expert:{name}", []).append(probs[:, i])
+        self.net_.train(was_training)
+        return {k: np.concatenate(v).astype(np.float32) for k, v in outs.items()}
+
+    # ---- persistence --------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        settings = {k: v for k, v in asdict(self).items() if k != "history_"}
+        payload = {
+            "settings": settings,
+            "state": self.net_.state_dict(),
+            "scalers": self.scalers_,
+            "experts": list(zip(self.expert_names_, self.expert_kinds_, self.expert_dims_, strict=True)),
+        }
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FusionClassifier:
+        payload = torch.load(io.BytesIO(data), weights_only=False)
+        model = cls(**{**payload["settings"], "labels": tuple(payload["settings"]["labels"])})
+        model.scalers_ = payload["scalers"]
+        stub = Bundle([], [_stub(name, kind, dims) for name, kind, dims in payload["experts"]])
+        model._build(stub)
+        model.net_.load_state_dict(payload["state"])
+        model.net_.eval()
+        return model
+
+
+def _stub(name: str, kind: str, dims: tuple[int, ...]) -> ExpertInput:
+    """An empty ExpertInput with the right shape, to rebuild a network from its dims."""
+    if kind == "vector":
+        return ExpertInput(name, kind, np.zeros(0, bool), x=np.zeros((0, dims[0]), np.float32))
+    seq = [np.zeros((1, dims[0]), np.float32)]
+    seq2 = [np.zeros((1, dims[1]), np.float32)] if kind == "joint" else None
+    return ExpertInput(name, kind, np.ones(1, bool), seqs=seq, seqs2=seq2)

@@ -1,0 +1,103 @@
+"""Stage: predict. Trained fold models + current features -> probabilities and a submission.
+
+Input: the model files of a training run, the clip registry and the newest feature sets.
+Output: `<run>/predict/predictions.parquet` (clip_id, fusion, head, seed, fold, p_<label>,
+with the fold-averaged 'mean' rows) and `<run>/predict/submission.csv` in the MER2025 format
+(`name,discrete`), with a prediction for every candidate clip. A candidate that cannot be
+predicted (unusable media, or no features at all) gets the training labels' majority label,
+and the summary counts and names those clips.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from models.baseline import FusionClassifier
+from storage.artifacts import ArtifactStore
+from tasks.train import USABLE, _rows, average_folds, build_bundle, choose_experts
+
+
+def load_models(store: ArtifactStore, model_paths: list[str]) -> list[tuple[str, FusionClassifier]]:
+    """(file name, model) for each model file of a training run."""
+    return [(path, FusionClassifier.from_bytes(store.path(path).read_bytes())) for path in model_paths]
+
+
+def fold_of(path: str) -> tuple[str, str, str]:
+    """(fusion, seed, fold) from `.../model-<fusion>-s<seed>-f<fold>.pt`."""
+    fusion, seed, fold = path.rsplit("/", 1)[1][len("model-") : -len(".pt")].rsplit("-", 2)
+    return fusion, seed[1:], fold[1:]
+
+
+def predict(
+    registry: pd.DataFrame,
+    features: dict[str, pd.DataFrame],
+    models: list[tuple[str, FusionClassifier]],
+    label_set: tuple[str, ...],
+    majority: str,
+    head: str = "final",
+    fusion: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(predictions, submission frame name/discrete, summary) for every candidate clip."""
+    candidates = registry[(registry["split"] == "candidate") & (registry["status"] != "removed")]
+    usable = candidates[candidates["status"].isin(USABLE)]
+    ids = usable["clip_id"].astype(str).tolist()
+    parts = []
+    for path, model in models:
+        specs = choose_experts(list(features), model.expert_names_)
+        bundle = build_bundle(ids, features, specs)
+        fu, seed, fold = fold_of(path)
+        parts += _rows(ids, model.predict_proba(bundle), label_set, fusion=fu, seed=seed, fold=fold)
+    predictions = pd.concat(parts, ignore_index=True)
+    predictions = pd.concat([predictions, average_folds(predictions, label_set)], ignore_index=True)
+    fusion = fusion or models[0][1].fusion
+    chosen = predictions[
+        (predictions["seed"] == "mean") & (predictions["fusion"] == fusion) & (predictions["head"] == head)
+    ].set_index("clip_id")
+    cols = [f"p_{lab}" for lab in label_set]
+    decided = {
+        cid: label_set[int(np.argmax(row))]
+        for cid, row in zip(chosen.index, chosen[cols].to_numpy(), strict=True)
+    }
+    names = candidates.set_index("clip_id")["name"]
+    fallback = [cid for cid in candidates["clip_id"] if cid not in decided]
+    submission = pd.DataFrame(
+        {
+            "name": names.loc[candidates["clip_id"]].tolist(),
+            "discrete": [decided.get(c, majority) for c in candidates["clip_id"]],
+        }
+    )
+    summary = {
+        "candidates": len(candidates),
+        "predicted": len(decided),
+        "fallback": len(fallback),
+        "fallback_clips": names.loc[fallback].tolist()[:20],
+        "fallback_label": majority,
+        "head": f"{fusion}/{head}",
+        "models": len(models),
+        "label_counts": submission["discrete"].value_counts().to_dict(),
+    }
+    return predictions, submission.sort_values("name").reset_index(drop=True), summary
+
+
+def majority_label(registry: pd.DataFrame) -> str:
+    """The most frequent human label: the fallback for candidates that cannot be predicted."""
+    labelled = registry.loc[(registry["split"] == "train") & registry["label"].notna(), "label"]
+    return str(labelled.value_counts().idxmax())
+
+
+def save_predictions(
+    predictions: pd.DataFrame, submission: pd.DataFrame, store: ArtifactStore, run_id: str
+) -> list:
+    """Store the probabilities (Parquet) and the MER2025 submission file (name,discrete CSV)."""
+    return [
+        store.save(predictions, run_id, "predict", "predictions"),
+        store.save_bytes(
+            submission.to_csv(index=False).encode(), run_id, "predict", "submission", suffix=".csv"
+        ),
+    ]
+
+
+predict_task = task(predict, name="predict", cache_policy=NO_CACHE)

@@ -1,0 +1,54 @@
+"""`mersemi train` and `mersemi predict` end to end on the synthetic corpus."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from storage.catalog import Catalog
+from tests.flows.test_cli import mersemi
+
+
+def test_train_and_predict_write_models_metrics_and_a_submission(corpus_copy, tmp_path):
+    ws = str(tmp_path / "ws")
+    assert mersemi("ingest", str(corpus_copy), "-w", ws, "--json")[0] == 0
+    code, _, text = mersemi(
+        "features",
+        "-w",
+        ws,
+        "--json",
+        "--workers",
+        "1",
+        "--extractors",
+        "audio_egemaps,text,au,audio_handcrafted",
+    )
+    assert code == 0, text
+    code, trained, text = mersemi("train", "-w", ws, "--json", "--folds", "2", "--epochs", "4",
+                                  "--seeds", "0")
+    assert code == 0, text
+    assert trained["n_train"] == 12 and trained["models"] == 4
+    assert set(trained["cv_weighted_f1"]) == {"moe", "attention"}
+    assert "expert:audio_text" in trained["cv_weighted_f1"]["moe"]
+    code, predicted, text = mersemi("predict", "-w", ws, "--json", "--out", str(tmp_path / "sub.csv"))
+    assert code == 0, text
+    assert predicted["train_run"] == trained["run_id"] and predicted["candidates"] == 12
+    submission = pd.read_csv(tmp_path / "sub.csv")
+    candidates = pd.read_csv(corpus_copy / "track_all_candidates.csv")
+    assert list(submission.columns) == ["name", "discrete"]
+    assert sorted(submission["name"]) == sorted(candidates["name"])
+    catalog = Catalog(tmp_path / "ws" / "catalog.duckdb")
+    assert catalog.failed_checks() == {}
+    with catalog.reader() as s:
+        metrics = s.query("SELECT name, scope FROM metrics WHERE stage = 'train'")
+        lineage = s.query(
+            "SELECT count(*) AS n FROM artifact_inputs a JOIN artifacts b USING (artifact_id) "
+            "WHERE b.stage = 'predict'"
+        )["n"][0]
+    assert ("weighted_f1", "moe/final") in set(map(tuple, metrics.values.tolist()))
+    assert lineage > 0
+
+
+def test_predict_before_train_is_a_clear_error(corpus_copy, tmp_path):
+    ws = str(tmp_path / "ws")
+    mersemi("ingest", str(corpus_copy), "-w", ws, "--json")
+    code, _, text = mersemi("predict", "-w", ws)
+    assert code == 2 and "run `mersemi train` first" in text
