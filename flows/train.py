@@ -22,6 +22,9 @@ from storage.workspace import Workspace, new_run_id
 from tasks.predict import load_models, majority_label, predict_task, save_predictions
 from tasks.train import TrainConfig, train_task
 
+MODEL_SETTINGS = {"hidden", "dropout", "epochs", "patience", "lr", "weight_decay", "class_weighted",
+                  "aux_weight"}
+
 
 def metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
     return [
@@ -36,7 +39,8 @@ def metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
 def train_flow(params: TrainParams) -> dict:
     ws = Workspace(params.workspace)
     run_id, started = new_run_id("train"), now()
-    config = TrainConfig(**params.model_dump(exclude={"workspace", "dataset"}))
+    config = TrainConfig(fusions=params.fusions, experts=params.experts, folds=params.folds,
+                         seeds=params.seeds, model=params.model_dump(include=MODEL_SETTINGS))
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
         start_run(ws.catalog, run_id, "train", params.model_dump(mode="json"), flow_run.id)

@@ -114,29 +114,10 @@ class TrainConfig:
     experts: tuple[str, ...] = ()
     folds: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
-    hidden: int = 64
-    dropout: float = 0.3
-    epochs: int = 80
-    patience: int = 12
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    class_weighted: bool = False
-    aux_weight: float = 0.5
+    model: dict = field(default_factory=dict)     # FusionClassifier settings (hidden, epochs, ...)
 
-    def model(self, labels: tuple[str, ...], fusion: str, seed: int) -> FusionClassifier:
-        return FusionClassifier(
-            labels,
-            fusion=fusion,
-            hidden=self.hidden,
-            dropout=self.dropout,
-            epochs=self.epochs,
-            patience=self.patience,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            class_weighted=self.class_weighted,
-            aux_weight=self.aux_weight,
-            seed=seed,
-        )
+    def build(self, labels: tuple[str, ...], fusion: str, seed: int) -> FusionClassifier:
+        return FusionClassifier(labels, fusion=fusion, seed=seed, **self.model)
 
 
 @dataclass
@@ -188,7 +169,7 @@ def cross_validate(
         for fold, (tr, va) in enumerate(folds):
             b_tr, b_va = bundle.subset(train_rows[tr]), bundle.subset(train_rows[va])
             for fusion in config.fusions:
-                model = config.model(label_set, fusion, seed * 1000 + fold).fit(
+                model = config.build(label_set, fusion, seed * 1000 + fold).fit(
                     b_tr, y[tr], None if weight is None else weight[tr], val=(b_va, y[va])
                 )
                 oof_parts += _rows(

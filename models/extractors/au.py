@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.extractors.base import ClipInput, Extractor, FeatureRow, stats_pool
-from models.extractors.clip_media import ClipMedia
+from models.extractors.base import FeatureRow, stats_pool
+from models.extractors.visual import FaceExtractor
 from models.faces import DEFAULT_DETECTOR, Landmarker, make_detector
-from models.media import MediaError
 
 AU_FEATURES = ("inner_brow_raise", "outer_brow_raise", "brow_gap", "eye_open_l", "eye_open_r",
                "cheek_raise", "nose_wrinkle", "lip_corner_pull", "mouth_width", "lips_part",
@@ -68,10 +67,9 @@ def geometry(p: np.ndarray) -> np.ndarray:
     return (np.asarray(feats, dtype=np.float32) / iod).astype(np.float32)
 
 
-class FacialGeometry(Extractor):
+class FacialGeometry(FaceExtractor):
     name = "au"
     version = 2          # v2: Haar at scale 1.05 / 3 neighbours, dlib fallback
-    modality = "visual"
 
     def __init__(self, detector: str = DEFAULT_DETECTOR, fps: float = 2.0, max_frames: int = 32,
                  landmark_model: str | None = None):
@@ -82,20 +80,6 @@ class FacialGeometry(Extractor):
         self.detector_ = make_detector(self.detector)
         self.landmarker_ = Landmarker(self.landmark_model)
 
-    def extract(self, clips: list[ClipInput], media: dict[str, ClipMedia]) -> list[FeatureRow]:
-        rows = []
-        for clip in clips:
-            try:
-                faces = media[clip.clip_id].faces(self.fps, self.max_frames, self.detector_)
-            except MediaError as exc:
-                rows.append(FeatureRow.missing(clip.clip_id, str(exc)))
-                continue
-            seq = [geometry(self.landmarker_(gray, box)) for gray, box in faces if box is not None]
-            if not seq:
-                rows.append(FeatureRow.missing(
-                    clip.clip_id, f"no face found in {len(faces)} sampled frames ({self.detector} detector)"))
-                continue
-            seq_arr = np.stack(seq)                                      # (T, 13)
-            rows.append(FeatureRow(clip.clip_id, vector=stats_pool(seq_arr), sequence=seq_arr,
-                                   extra={"face_frames": len(seq), "frames": len(faces)}))
-        return rows
+    def from_faces(self, clip_id: str, faces: list) -> FeatureRow:
+        seq = np.stack([geometry(self.landmarker_(gray, box)) for gray, box in faces])   # (T, 13)
+        return FeatureRow(clip_id, vector=stats_pool(seq), sequence=seq)

@@ -63,10 +63,40 @@ class VisualGlobal(Extractor):
         return rows
 
 
-class VisualFace(Extractor):
+class FaceExtractor(Extractor):
+    """Base of the extractors that read the largest face of each sampled frame."""
+
+    modality = "visual"
+    detector: str
+    fps: float
+    max_frames: int
+
+    def extract(self, clips: list[ClipInput], media: dict[str, ClipMedia]) -> list[FeatureRow]:
+        rows = []
+        for clip in clips:
+            try:
+                faces = media[clip.clip_id].faces(self.fps, self.max_frames, self.detector_)
+            except MediaError as exc:
+                rows.append(FeatureRow.missing(clip.clip_id, str(exc)))
+                continue
+            found = [(gray, box) for gray, box in faces if box is not None]
+            if not found:
+                rows.append(FeatureRow.missing(
+                    clip.clip_id, f"no face found in {len(faces)} sampled frames ({self.detector} detector)"))
+                continue
+            row = self.from_faces(clip.clip_id, found)
+            row.extra |= {"face_frames": len(found), "frames": len(faces)}
+            rows.append(row)
+        return rows
+
+    def from_faces(self, clip_id: str, faces: list) -> FeatureRow:
+        """The row of a clip from its (grey frame, face box) pairs, at least one."""
+        raise NotImplementedError
+
+
+class VisualFace(FaceExtractor):
     name = "visual_face"
     version = 2          # v2: Haar at scale 1.05 / 3 neighbours, dlib fallback
-    modality = "visual"
 
     def __init__(self, encoder: str = "hog", detector: str = DEFAULT_DETECTOR, fps: float = 2.0,
                  max_frames: int = 32, crop_size: int = 64, device: str = "cpu"):
@@ -81,30 +111,14 @@ class VisualFace(Extractor):
         self.encoder_ = make_encoder(self.encoder, self.device)
         self.detector_ = make_detector(self.detector)
 
-    def extract(self, clips: list[ClipInput], media: dict[str, ClipMedia]) -> list[FeatureRow]:
-        rows = []
-        for clip in clips:
-            try:
-                faces = media[clip.clip_id].faces(self.fps, self.max_frames, self.detector_)
-            except MediaError as exc:
-                rows.append(FeatureRow.missing(clip.clip_id, str(exc)))
-                continue
-            crops = [crop(gray, box, self.crop_size) for gray, box in faces if box is not None]
-            if not crops:
-                rows.append(FeatureRow.missing(
-                    clip.clip_id, f"no face found in {len(faces)} sampled frames ({self.detector} detector)"))
-                continue
-            rows.append(self._encode(clip.clip_id, crops, len(faces)))
-        return rows
-
-    def _encode(self, clip_id: str, crops: list[np.ndarray], n_frames: int) -> FeatureRow:
-        extra = {"face_frames": len(crops), "frames": n_frames}
+    def from_faces(self, clip_id: str, faces: list) -> FeatureRow:
+        crops = [crop(gray, box, self.crop_size) for gray, box in faces]
         if isinstance(self.encoder_, FERClassifier):
             probs = self.encoder_(crops)                                   # (T, 7)
             vector = np.log(probs.mean(0) + 1e-6)
-            return FeatureRow(clip_id, vector=vector.astype(np.float32), sequence=probs, extra=extra)
+            return FeatureRow(clip_id, vector=vector.astype(np.float32), sequence=probs)
         if isinstance(self.encoder_, HogEncoder):
             per_face = self.encoder_(crops)
         else:
             per_face = self.encoder_([np.repeat(c[..., None], 3, axis=2) for c in crops])
-        return FeatureRow(clip_id, vector=per_face.mean(0), extra=extra)
+        return FeatureRow(clip_id, vector=per_face.mean(0))

@@ -117,7 +117,7 @@ def test_mean_log_averages_in_log_space_and_ignores_nan():
 def test_train_then_predict_every_candidate(corpus, tmp_path):
     registry, features, y = corpus
     store = ArtifactStore(tmp_path)
-    config = TrainConfig(folds=3, seeds=(0, 1), epochs=6, hidden=16)
+    config = TrainConfig(folds=3, seeds=(0, 1), model={"epochs": 6, "hidden": 16})
     out = train(registry, features, LABELS, config, store, "run-t")
     result = out["result"]
     assert out["n_train"] == 30 and out["n_predict"] == 11  # the error clip is skipped
