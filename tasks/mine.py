@@ -1,0 +1,231 @@
+"""Stage: pseudo-label mining, one round. Votes on unlabelled clips -> decisions.
+
+Input: a vote table (one row per pool clip; per voter a label and a confidence: the fusion
+heads and experts of the baseline, and the teacher), the per-label thresholds, and the label
+distribution of the human-labelled set.
+Output: one decision per clip: accepted or rejected, the label, a confidence, and the reason
+in words, with every voter's vote (recorded per clip and round in `clip_decisions`).
+
+Policies (configuration):
+- `consensus` (MER2025 second place): the fused baseline's label equals the teacher's and the
+  baseline's confidence clears that label's threshold;
+- `vote` (MER2024 second place): at least `quorum` voters agree on a label, each above its
+  confidence floor;
+- `both`: consensus and vote.
+A per-label balance then keeps the accepted set from drifting toward the majority labels: no
+label may end below `min_share_ratio` of its share of the labelled set (the most confident
+clips of over-represented labels are kept, the rest rejected with reason `balance`).
+Thresholds come from out-of-fold predictions of the labelled clips (`label_thresholds`), never
+from hidden truth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+POLICIES = ("consensus", "vote", "both")
+
+
+@dataclass(frozen=True)
+class MiningPolicy:
+    policy: str = "both"
+    baseline: str = "moe/final"          # the voter whose label the teacher must confirm
+    teacher: str = "teacher"
+    quorum: int = 3                      # voters that must agree (vote / both)
+    voter_floor: float = 0.0             # a vote counts only at this confidence or more
+    teacher_floor: float = 0.0           # the teacher's confidence must reach this (consensus)
+    min_share_ratio: float = 0.5         # balance: no label below this x its labelled share
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.quorum < 1:
+            raise ValueError("quorum must be at least 1")
+
+
+def label_thresholds(oof: pd.DataFrame, labels: Sequence[str], target_precision: float = 0.95,
+                     floor: float = 0.5, ceiling: float = 0.99) -> dict[str, float]:
+    """Per label, the lowest confidence at which out-of-fold predictions of that label reach
+    `target_precision` (clipped to [floor, ceiling]; `ceiling` when no confidence does).
+
+    `oof`: columns truth, label (predicted), confidence; one row per labelled clip.
+    """
+    out = {}
+    for lab in labels:
+        rows = oof[oof["label"] == lab].sort_values("confidence", ascending=False)
+        correct = (rows["truth"] == lab).to_numpy()
+        conf = rows["confidence"].to_numpy()
+        best = ceiling
+        if len(rows):
+            precision = np.cumsum(correct) / np.arange(1, len(rows) + 1)
+            ok = np.flatnonzero(precision >= target_precision)
+            if len(ok):
+                best = float(conf[ok.max()])
+        out[lab] = float(min(max(best, floor), ceiling))
+    return out
+
+
+def _votes(row: pd.Series, voters: Sequence[str]) -> dict[str, dict]:
+    return {v: {"label": row[f"{v}:label"], "confidence": float(row[f"{v}:confidence"])}
+            for v in voters if isinstance(row.get(f"{v}:label"), str)}
+
+
+def decide(votes: pd.DataFrame, voters: Sequence[str], thresholds: dict[str, float],
+           policy: MiningPolicy) -> pd.DataFrame:
+    """A decision per clip of the vote table (columns clip_id, <voter>:label, <voter>:confidence)."""
+    rows = []
+    for _, row in votes.iterrows():
+        cast = _votes(row, voters)
+        rows.append({"clip_id": row["clip_id"], **_decide_one(cast, thresholds, policy),
+                     "votes": json.dumps(cast, sort_keys=True)})
+    return pd.DataFrame(rows, columns=["clip_id", "decision", "label", "confidence", "reason", "votes"])
+
+
+def _decide_one(cast: dict[str, dict], thresholds: dict[str, float], policy: MiningPolicy) -> dict:
+    base, teacher = cast.get(policy.baseline), cast.get(policy.teacher)
+    reasons, label, confidence = [], None, None
+    consensus_ok = vote_ok = True
+    if policy.policy in ("consensus", "both"):
+        consensus_ok, why = _consensus(base, teacher, thresholds, policy)
+        reasons.append(why)
+        if base is not None:
+            label, confidence = base["label"], base["confidence"]
+    if policy.policy in ("vote", "both"):
+        vote_ok, why, top = _vote(cast, policy)
+        reasons.append(why)
+        if label is None and top is not None:
+            label = top
+            confidence = float(np.mean([v["confidence"] for v in cast.values() if v["label"] == top]))
+        if policy.policy == "both" and base is not None and top is not None and top != base["label"]:
+            vote_ok = False
+    accepted = consensus_ok and vote_ok and label is not None
+    return {"decision": "accepted" if accepted else "rejected", "label": label,
+            "confidence": confidence, "reason": "; ".join(reasons)}
+
+
+def _consensus(base, teacher, thresholds, policy) -> tuple[bool, str]:
+    if base is None:
+        return False, f"consensus: no {policy.baseline} vote"
+    if teacher is None:
+        return False, "consensus: no teacher answer"
+    if teacher["label"] != base["label"]:
+        return False, f"consensus: teacher says {teacher['label']}, {policy.baseline} says {base['label']}"
+    need = thresholds.get(base["label"], 1.0)
+    if base["confidence"] < need:
+        return False, (f"consensus: {base['label']} agreed but {policy.baseline} confidence "
+                       f"{base['confidence']:.2f} < threshold {need:.2f}")
+    if teacher["confidence"] < policy.teacher_floor:
+        return False, (f"consensus: teacher confidence {teacher['confidence']:.2f} < "
+                       f"{policy.teacher_floor:.2f}")
+    return True, (f"consensus: {policy.baseline} and teacher say {base['label']} "
+                  f"({base['confidence']:.2f} >= {need:.2f})")
+
+
+def _vote(cast, policy) -> tuple[bool, str, str | None]:
+    counted = [v["label"] for v in cast.values() if v["confidence"] >= policy.voter_floor]
+    if not counted:
+        return False, "vote: no vote above the floor", None
+    labels, counts = np.unique(counted, return_counts=True)
+    top = str(labels[counts.argmax()])
+    agree = int(counts.max())
+    tied = (counts == agree).sum() > 1
+    if tied:
+        return False, f"vote: tie at {agree} of {len(cast)} voters", None
+    if agree < policy.quorum:
+        return False, f"vote: {agree} of {len(cast)} voters say {top}, quorum {policy.quorum}", top
+    return True, f"vote: {agree} of {len(cast)} voters say {top}", top
+
+
+def balance(decisions: pd.DataFrame, labelled_share: dict[str, float],
+            min_ratio: float = 0.5) -> pd.DataFrame:
+    """Reject the least confident accepted clips of over-represented labels until no accepted
+    label's share of the accepted set is below `min_ratio` times its share of the labelled set."""
+    out = decisions.copy()
+    accepted = out[out["decision"] == "accepted"]
+    counts = accepted["label"].value_counts().to_dict()
+    # Among the labels that have accepted clips: a label with none cannot be helped by
+    # rejecting others (its threshold decides that), and the round reports it.
+    shares = {lab: s for lab, s in labelled_share.items() if s > 0 and counts.get(lab, 0) > 0}
+    if not len(accepted) or not shares:
+        return out
+
+    def caps(scale: float) -> dict[str, int]:
+        return {lab: min(counts.get(lab, 0), int(np.floor(scale * shares.get(lab, 0.0))))
+                if lab in shares else counts.get(lab, 0) for lab in set(counts) | set(shares)}
+
+    def feasible(c: dict[str, int]) -> bool:
+        total = sum(c.values())
+        return total == 0 or all(c.get(lab, 0) >= min_ratio * s * total for lab, s in shares.items())
+
+    lo, hi = 0.0, float(len(accepted)) / min(shares.values()) + 1
+    if feasible(caps(hi)):
+        return out
+    for _ in range(60):                                       # largest feasible scale
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if feasible(caps(mid)) else (lo, mid)
+    keep = caps(lo)
+    for lab, group in accepted.groupby("label"):
+        drop = group.sort_values("confidence", ascending=False).index[keep.get(lab, 0):]
+        out.loc[drop, "decision"] = "rejected"
+        out.loc[drop, "reason"] = out.loc[drop, "reason"] + (
+            f"; balance: {lab} is over-represented among accepted clips "
+            f"(kept the {keep.get(lab, 0)} most confident)")
+    return out
+
+
+def head_votes(predictions: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.DataFrame:
+    """clip_id, <voter>:label, <voter>:confidence from the fold-averaged rows of one head
+    (`voter` = "<fusion>/<head>", e.g. "moe/final" or "moe/expert:audio_text")."""
+    fusion, head = voter.split("/", 1)
+    rows = predictions[(predictions["seed"] == "mean") & (predictions["fusion"] == fusion)
+                       & (predictions["head"] == head)]
+    if rows.empty:
+        raise ValueError(f"voter {voter!r} is not among the predictions' heads")
+    probs = rows[[f"p_{lab}" for lab in labels]].to_numpy()
+    known = ~np.isnan(probs).any(axis=1)
+    best = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
+    chosen = [labels[i] if k else None for i, k in zip(best, known, strict=True)]
+    confidence = np.where(known, np.nan_to_num(probs, nan=0.0).max(axis=1), np.nan)
+    return pd.DataFrame({"clip_id": rows["clip_id"].to_numpy(), f"{voter}:label": chosen,
+                         f"{voter}:confidence": confidence})
+
+
+def teacher_votes(answers: pd.DataFrame, name: str = "teacher") -> pd.DataFrame:
+    """clip_id, teacher:label, teacher:confidence from answered teacher rows (scores as JSON)."""
+    ok = answers[(answers["status"] == "answered") & answers["label"].notna()]
+    conf = [float((json.loads(s) if isinstance(s, str) else s or {}).get(lab, np.nan))
+            for s, lab in zip(ok["scores"], ok["label"], strict=True)]
+    return pd.DataFrame({"clip_id": ok["clip_id"].to_numpy(), f"{name}:label": ok["label"].to_numpy(),
+                         f"{name}:confidence": conf})
+
+
+def vote_table(pool_ids: Sequence[str], predictions: pd.DataFrame, answers: pd.DataFrame | None,
+               voters: Sequence[str], labels: Sequence[str]) -> pd.DataFrame:
+    """One row per pool clip with every voter's label and confidence (absent: None / NaN)."""
+    table = pd.DataFrame({"clip_id": list(pool_ids)})
+    for voter in voters:
+        votes = (teacher_votes(answers if answers is not None else pd.DataFrame(
+            columns=["clip_id", "status", "label", "scores"]), voter) if voter == "teacher"
+                 else head_votes(predictions, voter, labels))
+        table = table.merge(votes, on="clip_id", how="left")
+    return table
+
+
+def oof_confidences(oof: pd.DataFrame, truth: pd.DataFrame, voter: str,
+                    labels: Sequence[str]) -> pd.DataFrame:
+    """truth, label, confidence of one head's seed-averaged out-of-fold predictions, for
+    `label_thresholds` (only human-labelled clips: `truth` has clip_id, label)."""
+    fusion, head = voter.split("/", 1)
+    rows = oof[(oof["fusion"] == fusion) & (oof["head"] == head)]
+    cols = [f"p_{lab}" for lab in labels]
+    mean = rows.groupby("clip_id")[cols].mean().dropna()
+    mean = mean.loc[mean.index.intersection(truth["clip_id"])]
+    probs = mean.to_numpy()
+    return pd.DataFrame({"truth": truth.set_index("clip_id").loc[mean.index, "label"].to_numpy(),
+                         "label": [labels[i] for i in probs.argmax(axis=1)],
+                         "confidence": probs.max(axis=1)})

@@ -1,0 +1,227 @@
+"""Pseudo-label policies on small hand-made vote tables."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasks.mine import MiningPolicy, balance, decide, label_thresholds
+
+VOTERS = ["moe/final", "attention/final", "moe/fused", "teacher"]
+THRESH = {"happy": 0.8, "sad": 0.6, "neutral": 0.7}
+
+
+def table(*rows):
+    """rows: (clip_id, {voter: (label, confidence)})."""
+    out = []
+    for cid, votes in rows:
+        row = {"clip_id": cid}
+        for voter in VOTERS:
+            label, conf = votes.get(voter, (None, float("nan")))
+            row[f"{voter}:label"], row[f"{voter}:confidence"] = label, conf
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+LABELS5 = ["neutral", "angry", "happy", "sad", "worried"]
+ALL_HAPPY = {v: ("happy", 0.9) for v in VOTERS}
+
+
+def one(policy, votes, thresholds=THRESH):
+    return decide(table(("c", votes)), VOTERS, thresholds, policy).iloc[0]
+
+
+def test_consensus_accepts_agreement_above_the_labels_threshold():
+    d = one(MiningPolicy("consensus"), ALL_HAPPY)
+    assert d["decision"] == "accepted" and d["label"] == "happy" and d["confidence"] == 0.9
+    assert d["reason"] == "consensus: moe/final and teacher say happy (0.90 >= 0.80)"
+    assert json.loads(d["votes"])["teacher"] == {"label": "happy", "confidence": 0.9}
+
+
+def test_consensus_rejects_disagreement_low_confidence_and_no_teacher():
+    d = one(MiningPolicy("consensus"), ALL_HAPPY | {"teacher": ("sad", 0.9)})
+    assert d["decision"] == "rejected" and d["reason"] == "consensus: teacher says sad, moe/final says happy"
+    d = one(MiningPolicy("consensus"), ALL_HAPPY | {"moe/final": ("happy", 0.75)})
+    assert d["decision"] == "rejected" and "0.75 < threshold 0.80" in d["reason"]
+    d = one(MiningPolicy("consensus"), {k: v for k, v in ALL_HAPPY.items() if k != "teacher"})
+    assert d["decision"] == "rejected" and d["reason"] == "consensus: no teacher answer"
+    d = one(MiningPolicy("consensus", teacher_floor=0.95), ALL_HAPPY)
+    assert d["decision"] == "rejected" and "teacher confidence 0.90 < 0.95" in d["reason"]
+
+
+def test_per_label_thresholds_differ():
+    votes = {v: ("sad", 0.65) for v in VOTERS}
+    assert one(MiningPolicy("consensus"), votes)["decision"] == "accepted"  # sad: 0.6
+    votes = {v: ("happy", 0.65) for v in VOTERS}
+    assert one(MiningPolicy("consensus"), votes)["decision"] == "rejected"  # happy: 0.8
+
+
+def test_vote_quorum_floor_and_ties():
+    three = ALL_HAPPY | {"moe/fused": ("sad", 0.9)}
+    d = one(MiningPolicy("vote", quorum=3), three)
+    assert d["decision"] == "accepted" and d["reason"] == "vote: 3 of 4 voters say happy"
+    d = one(MiningPolicy("vote", quorum=4), three)
+    assert d["decision"] == "rejected" and d["reason"] == "vote: 3 of 4 voters say happy, quorum 4"
+    d = one(MiningPolicy("vote", quorum=3, voter_floor=0.95), three)
+    assert d["decision"] == "rejected" and d["reason"] == "vote: no vote above the floor"
+    tie = {
+        "moe/final": ("happy", 0.9),
+        "attention/final": ("happy", 0.9),
+        "moe/fused": ("sad", 0.9),
+        "teacher": ("sad", 0.9),
+    }
+    d = one(MiningPolicy("vote", quorum=2), tie)
+    assert d["decision"] == "rejected" and d["reason"] == "vote: tie at 2 of 4 voters"
+
+
+def test_both_needs_consensus_and_quorum_on_the_same_label():
+    d = one(MiningPolicy("both", quorum=3), ALL_HAPPY)
+    assert d["decision"] == "accepted"
+    assert (
+        d["reason"].startswith("consensus: moe/final and teacher say happy") and "vote: 4 of 4" in d["reason"]
+    )
+    weak = {
+        "moe/final": ("happy", 0.9),
+        "teacher": ("happy", 0.9),
+        "attention/final": ("sad", 0.9),
+        "moe/fused": ("neutral", 0.9),
+    }
+    d = one(MiningPolicy("both", quorum=3), weak)
+    assert d["decision"] == "rejected" and "quorum 3" in d["reason"]
+
+
+def test_balance_trims_the_majority_label_and_keeps_the_most_confident():
+    decisions = pd.DataFrame(
+        {
+            "clip_id": [f"c{i}" for i in range(12)],
+            "decision": ["accepted"] * 12,
+            "label": ["neutral"] * 10 + ["sad"] * 2,
+            "confidence": [0.99 - i * 0.01 for i in range(10)] + [0.9, 0.9],
+            "reason": ["ok"] * 12,
+            "votes": ["{}"] * 12,
+        }
+    )
+    out = balance(decisions, {"neutral": 0.5, "sad": 0.5}, min_ratio=0.5)
+    kept = out[out["decision"] == "accepted"]
+    # sad must keep >= 0.5 x its 0.5 labelled share: 2 of at most 8 accepted.
+    assert kept["label"].value_counts().to_dict() == {"neutral": 6, "sad": 2}
+    assert kept.loc[kept["label"] == "neutral", "clip_id"].tolist() == ["c0", "c1", "c2", "c3", "c4", "c5"]
+    trimmed = out[out["decision"] == "rejected"]
+    assert len(trimmed) == 4 and trimmed["reason"].str.contains("balance: neutral is over-represented").all()
+
+
+def test_balance_leaves_a_balanced_set_alone():
+    decisions = pd.DataFrame(
+        {
+            "clip_id": ["a", "b", "c"],
+            "decision": ["accepted", "accepted", "rejected"],
+            "label": ["neutral", "sad", "sad"],
+            "confidence": [0.9, 0.9, 0.1],
+            "reason": ["x"] * 3,
+            "votes": ["{}"] * 3,
+        }
+    )
+    pd.testing.assert_frame_equal(balance(decisions, {"neutral": 0.5, "sad": 0.5}), decisions)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    labels=st.lists(
+        st.sampled_from(["neutral", "angry", "happy", "sad", "worried"]), min_size=1, max_size=60
+    ),
+    ratio=st.sampled_from([0.25, 0.5, 0.75]),
+)
+def test_balance_guarantees_the_share_floor(labels, ratio):
+    share = {"neutral": 0.3, "angry": 0.25, "happy": 0.2, "sad": 0.15, "worried": 0.1}
+    decisions = pd.DataFrame(
+        {
+            "clip_id": [str(i) for i in range(len(labels))],
+            "decision": "accepted",
+            "label": labels,
+            "confidence": [i / 100 for i in range(len(labels))],
+            "reason": "r",
+            "votes": "{}",
+        }
+    )
+    out = balance(decisions, share, min_ratio=ratio)
+    kept = out.loc[out["decision"] == "accepted", "label"]
+    present = set(kept)
+    assert present == set(labels) or kept.empty  # a label with accepted clips keeps some
+    for lab in present:
+        assert (kept == lab).mean() >= ratio * share[lab] - 1e-9 * len(kept) or (
+            kept == lab
+        ).sum() >= ratio * share[lab] * len(kept) - 1e-9
+
+
+def test_thresholds_from_out_of_fold_predictions():
+    oof = pd.DataFrame(
+        {
+            "truth": ["happy"] * 9 + ["sad"] + ["sad"] * 4,
+            "label": ["happy"] * 10 + ["sad"] * 4,
+            "confidence": [0.99, 0.98, 0.97, 0.96, 0.95, 0.9, 0.85, 0.8, 0.75, 0.92, 0.9, 0.8, 0.7, 0.6],
+        }
+    )
+    t = label_thresholds(oof, ["happy", "sad", "worried"], target_precision=0.9, floor=0.5)
+    # happy: sorted by confidence the wrong one is 6th (0.92); precision >= .9 holds down to 0.75 (9/10).
+    assert t["happy"] == 0.75
+    assert t["sad"] == 0.6 and t["worried"] == 0.99  # no prediction: the ceiling
+
+
+def test_policy_is_validated():
+    with pytest.raises(ValueError, match="unknown policy"):
+        MiningPolicy("majority")
+
+
+def test_vote_table_from_predictions_and_teacher_answers():
+    from tasks.mine import oof_confidences, vote_table
+
+    labels = ("happy", "sad")
+    preds = pd.DataFrame(
+        {
+            "clip_id": ["a", "b", "a", "b", "a"],
+            "head": ["final", "final", "expert:x", "expert:x", "final"],
+            "fusion": ["moe", "moe", "moe", "moe", "moe"],
+            "seed": ["mean", "mean", "mean", "mean", "0"],
+            "fold": ["mean", "mean", "mean", "mean", "0"],
+            "p_happy": [0.8, 0.3, float("nan"), 0.6, 0.1],
+            "p_sad": [0.2, 0.7, float("nan"), 0.4, 0.9],
+        }
+    )
+    answers = pd.DataFrame(
+        {
+            "clip_id": ["a", "b"],
+            "status": ["answered", "unparseable"],
+            "label": ["happy", None],
+            "scores": ['{"happy": 0.7, "sad": 0.3}', None],
+        }
+    )
+    table = vote_table(["a", "b", "c"], preds, answers, ["moe/final", "moe/expert:x", "teacher"], labels)
+    a, b, c = (table.set_index("clip_id").loc[k] for k in "abc")
+    assert a["moe/final:label"] == "happy" and a["moe/final:confidence"] == 0.8  # the 'mean' row only
+    assert pd.isna(a["moe/expert:x:label"]) and b["moe/expert:x:label"] == "happy"
+    assert a["teacher:label"] == "happy" and a["teacher:confidence"] == 0.7
+    assert pd.isna(b["teacher:label"]) and pd.isna(c["moe/final:label"])  # unparseable: no vote
+    with pytest.raises(ValueError, match="voter 'attention/final' is not among"):
+        vote_table(["a"], preds, answers, ["attention/final"], labels)
+    oof = pd.DataFrame(
+        {
+            "clip_id": ["a", "a", "b"],
+            "fusion": "moe",
+            "head": "final",
+            "seed": [0, 1, 0],
+            "p_happy": [0.9, 0.7, 0.4],
+            "p_sad": [0.1, 0.3, 0.6],
+        }
+    )
+    conf = oof_confidences(
+        oof, pd.DataFrame({"clip_id": ["a", "b"], "label": ["happy", "happy"]}), "moe/final", labels
+    )
+    assert conf.to_dict("list") == {
+        "truth": ["happy", "happy"],
+        "label": ["happy", "sad"],
+        "confidence": [pytest.approx(0.8), pytest.approx(0.6)],
+    }
