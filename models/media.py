@@ -6,10 +6,15 @@ status and reason rather than stopping a shard.
 
 from __future__ import annotations
 
+import os
+
 import av
 import numpy as np
 
 SAMPLE_RATE = 16000
+# Decoder threads per stream: 0 lets FFmpeg choose (frame threads over every core); worker
+# processes set 1, since they already run one per core.
+DECODE_THREADS_ENV = "MERSEMI_DECODE_THREADS"
 
 
 class MediaError(RuntimeError):
@@ -25,7 +30,10 @@ def sample_frames(path: str, fps: float = 2.0, max_frames: int = 64) -> tuple[li
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            threads = int(os.environ.get(DECODE_THREADS_ENV, "0"))
+            if threads != 1:
+                stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = threads
             duration = (float(stream.duration * stream.time_base) if stream.duration
                         else (container.duration or 0) / av.time_base)
             step = max(1.0 / fps, duration / max_frames if duration else 0.0)
