@@ -127,5 +127,8 @@ def init_worker(threads: int) -> None:
     the workers already use every core between them."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", DECODE_THREADS_ENV):
         os.environ[var] = str(threads)
+    import cv2
+
+    cv2.setNumThreads(threads)      # OpenCV's own pool (the Haar detector runs on it)
 
 
