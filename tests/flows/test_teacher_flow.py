@@ -8,36 +8,20 @@ import subprocess
 import sys
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from flows.ingest import ingest_flow
 from flows.params import IngestParams
-from flows.teacher_cli import teacher
 from storage.catalog import Catalog
 from storage.teacher_store import run_answers
 from tests.conftest import shared_path
+from tests.flows.test_cli import mersemi as run_cli
 from tests.models.conftest import KEY
 from tests.models.fake_gemini import FakeGeminiServer, error
 
-runner = CliRunner()
 
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    """A typer app with the teacher command, as flows/cli.py registers it."""
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    app.command()(teacher)
-    return app
-
-
-def mersemi(app, *args: str) -> tuple[int, dict | None, str]:
-    result = runner.invoke(app, ["teacher", *args], catch_exceptions=False)
-    payload = None
-    if "--json" in args and result.exit_code == 0:
-        payload = json.loads(result.stdout.strip().splitlines()[-1])
-    return result.exit_code, payload, result.stdout + result.stderr
+def mersemi(*args: str) -> tuple[int, dict | None, str]:
+    """`mersemi teacher ARGS` through the real CLI app."""
+    return run_cli("teacher", *args)
 
 
 def dump(catalog: Catalog) -> str:
@@ -55,35 +39,35 @@ def ingested(synthetic_corpus, tmp_path):
     return ws, names
 
 
-def test_replay_twice_second_run_makes_no_request(app, ingested, tmp_path):
+def test_replay_twice_second_run_makes_no_request(ingested, tmp_path):
     ws, names = ingested
     answers = tmp_path / "answers.jsonl"
     answers.write_text("".join(json.dumps({"name": n, "model": "fer", "label": "happy",
                                            "scores": {"happy": 0.7, "sad": 0.3}, "raw": "r"}) + "\n"
                                for n in names[:-1]))
     args = ("--dataset", "syn", "-w", str(ws), "--backend", "replay", "--answers", str(answers), "--json")
-    code, first, text = mersemi(app, *args)
+    code, first, text = mersemi(*args)
     assert code == 0, text
     assert (first["requests"], first["answered"], first["failed"], first["cache_hits"]) == (12, 11, 1, 0)
     assert first["not_asked"] == 0 and first["unparseable"] == 0
-    code, second, _ = mersemi(app, *args)
+    code, second, _ = mersemi(*args)
     assert code == 0
     assert (second["requests"], second["cache_hits"], second["answered"]) == (1, 11, 11)  # the failed one
     catalog = Catalog(ws / "catalog.duckdb")
     rows = run_answers(catalog, second["run_id"])
     assert len(rows) == 12 and (rows["label"].dropna() == "happy").sum() == 11
     assert catalog.failed_checks() == {}
-    code, _, text = mersemi(app, *args[:-1])                  # the human-readable table
+    code, _, text = mersemi(*args[:-1])                  # the human-readable table
     assert code == 0 and "cache" in text
 
 
-def test_gemini_budget_and_the_key_never_leaks(app, ingested, monkeypatch, caplog):
+def test_gemini_budget_and_the_key_never_leaks(ingested, monkeypatch, caplog):
     ws, _ = ingested
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     with FakeGeminiServer() as fake, caplog.at_level(logging.DEBUG):
         fake.echo_key_in_errors = True
         fake.script.extend([error(429, "RESOURCE_EXHAUSTED"), error(400, "INVALID_ARGUMENT")])
-        code, summary, text = mersemi(app, "--dataset", "syn", "-w", str(ws), "--base-url", fake.base_url,
+        code, summary, text = mersemi("--dataset", "syn", "-w", str(ws), "--base-url", fake.base_url,
                                       "--max-requests", "5", "--concurrency", "1", "--enrich",
                                       "--retry-initial-s", "0.001", "--json")
     assert code == 0, text
@@ -105,18 +89,18 @@ def test_gemini_budget_and_the_key_never_leaks(app, ingested, monkeypatch, caplo
         assert KEY not in where
 
 
-def test_unknown_dataset_and_bad_budget_exit_2(app, ingested):
+def test_unknown_dataset_and_bad_budget_exit_2(ingested):
     ws, _ = ingested
-    code, _, text = mersemi(app, "--dataset", "nope", "-w", str(ws), "--backend", "replay",
+    code, _, text = mersemi("--dataset", "nope", "-w", str(ws), "--backend", "replay",
                             "--answers", "x.jsonl")
     assert code == 2 and "no dataset 'nope' in the workspace (it holds syn)" in text
-    code, _, text = mersemi(app, "--dataset", "syn", "-w", str(ws), "--max-requests", "-1")
+    code, _, text = mersemi("--dataset", "syn", "-w", str(ws), "--max-requests", "-1")
     assert code == 2 and "max_requests" in text
 
 
 @pytest.mark.shared_data
 @pytest.mark.slow
-def test_replay_on_a_small_composite_corpus(app, tmp_path):
+def test_replay_on_a_small_composite_corpus(tmp_path):
     script = shared_path("bench", "build_composite.py")
     corpus = tmp_path / "composite"
     subprocess.run([sys.executable, str(script), "--out", str(corpus), "--labeled", "30", "--unlabeled", "60",
@@ -125,13 +109,13 @@ def test_replay_on_a_small_composite_corpus(app, tmp_path):
     ingest_flow(IngestParams(dataset_dir=corpus, workspace=ws, dataset="composite"))
     args = ("--dataset", "composite", "-w", str(ws), "--backend", "replay",
             "--answers", str(corpus / "teacher" / "answers.jsonl"), "--json")
-    code, first, text = mersemi(app, *args)
+    code, first, text = mersemi(*args)
     assert code == 0, text
     # Every candidate (the unlabelled and the held-out test clips) has a line in the file.
     candidates = len((corpus / "track_all_candidates.csv").read_text().split()) - 1
     assert first["pool"] == candidates == 90 and first["requests"] == 90
     assert first["answered"] + first["refused"] == 90 and first["failed"] == first["unparseable"] == 0
-    code, second, _ = mersemi(app, *args)
+    code, second, _ = mersemi(*args)
     assert second["requests"] == 0 and second["cache_hits"] == 90 and second["answered"] == first["answered"]
     with Catalog(ws / "catalog.duckdb").reader() as s:
         n = s.query("SELECT count(*) AS n FROM teacher_answers WHERE teacher = 'replay'")["n"][0]
