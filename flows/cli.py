@@ -254,6 +254,45 @@ def predict(
 
 
 @app.command()
+def mine(
+    workspace: WorkspaceOpt = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset [default: the only one]")] = None,
+    rounds: Annotated[int, typer.Option(help="most rounds")] = 3,
+    policy: Annotated[str, typer.Option(help="consensus, vote or both")] = "both",
+    quorum: Annotated[int, typer.Option(help="voters that must agree")] = 3,
+    target_precision: Annotated[float, typer.Option(
+        help="per-label thresholds reach this out-of-fold precision")] = 0.95,
+    weighting: Annotated[str, typer.Option(help="pseudo-label weight: hard or confidence")] = "hard",
+    folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
+    seeds: Annotated[str, typer.Option(help="seeds, comma-separated")] = "0,1,2",
+    epochs: Annotated[int, typer.Option(help="most epochs per fold")] = 80,
+    as_json: JsonOpt = False,
+) -> None:
+    """Multi-round voting data mining: accept pseudo-labels where the voters agree, retrain, repeat."""
+    from flows.mine import mine_flow
+    from flows.params import MineParams
+    from storage.workspace import resolve
+
+    def go():
+        return mine_flow(MineParams(
+            workspace=resolve(workspace), dataset=dataset, rounds=rounds, policy=policy, quorum=quorum,
+            target_precision=target_precision, weighting=weighting, folds=folds,
+            seeds=csv_tuple(seeds, int), epochs=epochs))
+
+    summary = run_guarded(go)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    table = Table(title=f"mine: {summary['dataset']} (run {summary['run_id']})")
+    for col in ("round", "pool", "accepted", "by label", "CV weighted F1", "stopped"):
+        table.add_column(col)
+    for r in summary["rounds"]:
+        table.add_row(str(r["round"]), str(r["pool"]), str(r["accepted"]), str(r["accepted_by_label"]),
+                      f"{r['cv_weighted_f1']:.3f}", r["stopped"] or "")
+    out.print(table)
+
+
+@app.command()
 def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Datasets, clip counts by split and status, and the latest runs of a workspace."""
     from storage.workspace import Workspace

@@ -90,3 +90,22 @@ class PredictParams(BaseModel):
     train_run: str | None = Field(default=None, description="training run [default: the newest]")
     head: str = Field(default="final", description="final, fused or expert:<name>")
     out: Path | None = Field(default=None, description="also copy the submission file here")
+
+
+class MineParams(TrainParams):
+    """Multi-round voting data mining: the training settings plus the policy and the rounds."""
+
+    rounds: int = Field(default=3, ge=1, le=50, description="most rounds")
+    policy: str = Field(default="both", pattern="^(consensus|vote|both)$")
+    baseline: str = Field(default="moe/final", description="the head the teacher must confirm")
+    voters: tuple[str, ...] = Field(default=("moe/final", "attention/final", "moe/fused", "teacher"),
+                                    min_length=1, description="heads (<fusion>/<head>) and 'teacher'")
+    quorum: int = Field(default=3, ge=1, le=50)
+    target_precision: float = Field(default=0.95, gt=0, le=1,
+                                    description="per-label thresholds reach this precision out of fold")
+    min_share_ratio: float = Field(default=0.5, ge=0, le=1,
+                                   description="no accepted label below this x its labelled share")
+    weighting: str = Field(default="hard", pattern="^(hard|confidence)$",
+                           description="pseudo-label weight: 1, or the decision's confidence")
+    max_f1_drop: float = Field(default=0.0, ge=0, le=1,
+                               description="stop when CV weighted F1 falls by more than this")

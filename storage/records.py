@@ -192,3 +192,20 @@ def latest_stage_run(catalog: Catalog, stage: str, dataset: str) -> tuple[str, l
         if not rows:
             return None
         return rows[0]["run_id"], s.records("run_artifacts", run_id=rows[0]["run_id"], stage=stage)
+
+
+def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetime,
+                 decisions: pd.DataFrame, decided_by: str, summary: dict,
+                 metrics: Sequence[tuple[str, str, float]] = (), refs: Sequence[ArtifactRef] = (),
+                 inputs: Sequence[str] = ()) -> None:
+    """One mining round: its artifacts, every pool clip's decision, metrics and summary."""
+    with catalog.writer() as s:
+        for ref in refs:
+            record_artifact(s, ref, inputs=inputs)
+        s.register("decisions", decisions)
+        s.run("insert_decisions", run_id=run_id, round=round_, decided_by=decided_by, decided_at=now())
+        s.unregister("decisions")
+        for name, scope, value in metrics:
+            s.run("insert_metric", run_id=run_id, stage="mine", round=round_, name=name, scope=scope,
+                  value=float(value), recorded_at=now())
+        record_stage(s, run_id, "mine", started_at, summary, round_=round_)

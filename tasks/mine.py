@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 POLICIES = ("consensus", "vote", "both")
 
@@ -229,3 +231,83 @@ def oof_confidences(oof: pd.DataFrame, truth: pd.DataFrame, voter: str,
     return pd.DataFrame({"truth": truth.set_index("clip_id").loc[mean.index, "label"].to_numpy(),
                          "label": [labels[i] for i in probs.argmax(axis=1)],
                          "confidence": probs.max(axis=1)})
+
+
+@dataclass
+class RoundResult:
+    decisions: pd.DataFrame              # clip_id, decision, label, confidence, reason, votes
+    thresholds: dict[str, float]
+    cv_weighted_f1: float                # the baseline head's CV weighted F1 on human-labelled clips
+    accepted_by_label: dict[str, int]
+
+
+def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataFrame,
+               human: pd.DataFrame, answers: pd.DataFrame | None, labels: Sequence[str],
+               voters: Sequence[str], policy: MiningPolicy, target_precision: float = 0.95) -> RoundResult:
+    """Decide every pool clip from this round's model predictions and the teacher's answers.
+
+    `human`: clip_id, label of the human-labelled clips (thresholds and the validation score
+    come from their out-of-fold predictions only, never from pseudo-labelled clips).
+    """
+    from models.metrics import evaluate
+
+    conf = oof_confidences(oof, human, policy.baseline, labels)
+    thresholds = label_thresholds(conf, labels, target_precision=target_precision)
+    votes = vote_table(pool_ids, predictions, answers, voters, labels)
+    decisions = decide(votes, voters, thresholds, policy)
+    share = human["label"].value_counts(normalize=True).to_dict()
+    decisions = balance(decisions, share, policy.min_share_ratio)
+    cv = evaluate(conf["truth"].tolist(), conf["label"].tolist(), labels)["weighted_f1"] if len(conf) else 0.0
+    accepted = decisions.loc[decisions["decision"] == "accepted", "label"].value_counts().to_dict()
+    return RoundResult(decisions, thresholds, float(cv), {k: int(v) for k, v in accepted.items()})
+
+
+def accepted_labels(decisions: pd.DataFrame, weighting: str = "hard") -> pd.DataFrame:
+    """clip_id, label, weight of the accepted clips: weight 1 ("hard") or the confidence."""
+    acc = decisions[decisions["decision"] == "accepted"]
+    weight = acc["confidence"].astype(float) if weighting == "confidence" else 1.0
+    frame = pd.DataFrame({"clip_id": acc["clip_id"], "label": acc["label"], "weight": weight})
+    return frame.reset_index(drop=True)
+
+
+def discard_round(decisions: pd.DataFrame, why: str) -> pd.DataFrame:
+    """A round whose pseudo-labels are not used: its acceptances become rejections, saying why."""
+    out = decisions.copy()
+    hit = out["decision"] == "accepted"
+    out.loc[hit, "decision"] = "rejected"
+    out.loc[hit, "reason"] = out.loc[hit, "reason"] + f"; round discarded: {why}"
+    return out
+
+
+def merge_accepted(accepted: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """Pseudo-labels accepted so far plus this round's (a clip is accepted at most once)."""
+    if accepted is None:
+        return new
+    return pd.concat([accepted, new[~new["clip_id"].isin(accepted["clip_id"])]], ignore_index=True)
+
+
+def stop_reason(result: RoundResult, best_cv: float | None, max_drop: float = 0.0) -> str | None:
+    """Why the rounds end after this one: validation F1 fell (this round's model, trained with
+    the previous rounds' pseudo-labels, is worse on the human labels), or nothing was accepted."""
+    if best_cv is not None and result.cv_weighted_f1 < best_cv - max_drop:
+        return (f"CV weighted F1 on human labels fell to {result.cv_weighted_f1:.3f} "
+                f"from {best_cv:.3f}: this round's decisions are recorded but not used")
+    if not sum(result.accepted_by_label.values()):
+        return "no clip accepted"
+    return None
+
+
+def usable_pool(registry: pd.DataFrame) -> list[str]:
+    """The unlabelled clips that can be mined: candidates whose media are usable."""
+    pool = registry[(registry["split"] == "candidate") & registry["status"].isin(("ok", "degraded"))]
+    return sorted(pool["clip_id"].astype(str))
+
+
+def label_answers(answers: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The label question's rows of a teacher run (enrichment rows dropped)."""
+    if answers is None:
+        return None
+    return answers[answers["question"] == "label"] if "question" in answers else answers
+
+
+mine_round_task = task(mine_round, name="mine-round", cache_policy=NO_CACHE)

@@ -236,16 +236,17 @@ def oof_metrics(oof: pd.DataFrame, labels_df: pd.DataFrame, label_set: tuple[str
     return metrics
 
 
-def save_training(result: TrainResult, store: ArtifactStore, run_id: str) -> dict[str, ArtifactRef | list]:
+def save_training(result: TrainResult, store: ArtifactStore, run_id: str, stage: str = "train"
+                  ) -> dict[str, ArtifactRef | list]:
     """Store fold models, out-of-fold and candidate predictions; return their references."""
     model_refs = []
     for m in result.models:
         name = f"model-{m['fusion']}-s{m['seed']}-f{m['fold']}"
-        model_refs.append(store.save_bytes(m["bytes"], run_id, "train", name, suffix=".pt"))
+        model_refs.append(store.save_bytes(m["bytes"], run_id, stage, name, suffix=".pt"))
     return {
         "models": model_refs,
-        "oof": store.save(result.oof, run_id, "train", "oof"),
-        "predictions": store.save(result.predictions, run_id, "train", "predictions"),
+        "oof": store.save(result.oof, run_id, stage, "oof"),
+        "predictions": store.save(result.predictions, run_id, stage, "predictions"),
     }
 
 
@@ -271,8 +272,11 @@ def train(
     store: ArtifactStore,
     run_id: str,
     extra_labels: pd.DataFrame | None = None,
+    stage: str = "train",
 ) -> dict:
-    """The whole stage as one plain function: bundle, cross-validation, artifacts, summary."""
+    """The whole stage as one plain function: bundle, cross-validation, artifacts, summary.
+
+    `stage` names the artifacts' folder (a mining run trains once per round: "round-1", ...)."""
     specs = choose_experts(list(features), list(config.experts))
     labels_df = training_labels(registry, extra_labels)
     if labels_df["label"].nunique() < 2 or labels_df["label"].value_counts().min() < config.folds:
@@ -285,7 +289,7 @@ def train(
     ids = sorted(set(labels_df["clip_id"]) | set(predict_ids))
     bundle = build_bundle(ids, features, specs)
     result = cross_validate(bundle, labels_df, label_set, config, predict_ids)
-    refs = save_training(result, store, run_id)
+    refs = save_training(result, store, run_id, stage)
     return {
         "result": result,
         "refs": refs,

@@ -225,3 +225,38 @@ def test_vote_table_from_predictions_and_teacher_answers():
         "label": ["happy", "sad"],
         "confidence": [pytest.approx(0.8), pytest.approx(0.6)],
     }
+
+
+def test_round_bookkeeping_discard_merge_and_stop():
+    from tasks.mine import RoundResult, accepted_labels, discard_round, merge_accepted, stop_reason
+
+    decisions = pd.DataFrame(
+        {
+            "clip_id": ["a", "b", "c"],
+            "decision": ["accepted", "rejected", "accepted"],
+            "label": ["happy", "sad", "sad"],
+            "confidence": [0.9, 0.4, 0.7],
+            "reason": ["r1", "r2", "r3"],
+            "votes": ["{}"] * 3,
+        }
+    )
+    hard, soft = accepted_labels(decisions), accepted_labels(decisions, "confidence")
+    assert hard.to_dict("list") == {"clip_id": ["a", "c"], "label": ["happy", "sad"], "weight": [1.0, 1.0]}
+    assert soft["weight"].tolist() == [0.9, 0.7]
+    merged = merge_accepted(
+        hard, pd.DataFrame({"clip_id": ["c", "d"], "label": ["happy", "sad"], "weight": [1.0, 1.0]})
+    )
+    assert merged["clip_id"].tolist() == ["a", "c", "d"] and merged.iloc[1]["label"] == "sad"  # first wins
+    dropped = discard_round(decisions, "F1 fell")
+    assert (dropped["decision"] == "rejected").all()
+    assert dropped["reason"].tolist() == [
+        "r1; round discarded: F1 fell",
+        "r2",
+        "r3; round discarded: F1 fell",
+    ]
+    some = RoundResult(decisions, {}, 0.70, {"happy": 1})
+    none = RoundResult(decisions, {}, 0.80, {})
+    assert stop_reason(some, None) is None and stop_reason(some, 0.69) is None
+    assert stop_reason(some, 0.75).startswith("CV weighted F1 on human labels fell to 0.700 from 0.750")
+    assert stop_reason(some, 0.75, max_drop=0.1) is None
+    assert stop_reason(none, 0.70) == "no clip accepted"

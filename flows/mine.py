@@ -1,0 +1,116 @@
+"""Flow: multi-round voting data mining (pseudo-labels accepted round by round)."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows.params import MineParams
+from flows.train import MODEL_SETTINGS
+from storage.catalog import now
+from storage.records import (
+    feature_frames,
+    finish_run,
+    latest_stage_run,
+    record_round,
+    resolve_dataset,
+    start_run,
+)
+from storage.teacher_store import run_answers
+from storage.workspace import Workspace, new_run_id
+from tasks.mine import (
+    MiningPolicy,
+    accepted_labels,
+    discard_round,
+    label_answers,
+    merge_accepted,
+    mine_round_task,
+    stop_reason,
+    usable_pool,
+)
+from tasks.train import TrainConfig, train_task, training_labels
+
+
+@flow(name="mine", validate_parameters=True)
+def mine_flow(params: MineParams) -> dict:
+    ws = Workspace(params.workspace)
+    run_id, logger = new_run_id("mine"), get_run_logger()
+    config = TrainConfig(fusions=params.fusions, experts=params.experts, folds=params.folds,
+                         seeds=params.seeds, model=params.model_dump(include=MODEL_SETTINGS))
+    policy = MiningPolicy(params.policy, baseline=params.baseline, quorum=params.quorum,
+                          min_share_ratio=params.min_share_ratio)
+    rounds: list[dict] = []
+    with ws.exclusive(run_id):
+        state = resolve_dataset(ws.catalog, params.dataset)
+        start_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id)
+        try:
+            # Inputs: registry, newest features, and the newest teacher run's answers.
+            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
+            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+            teacher = latest_stage_run(ws.catalog, "teacher", state.dataset)
+            answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
+            human = training_labels(registry)[["clip_id", "label"]]
+            pool, accepted, best_cv = usable_pool(registry), None, None
+            for r in range(1, params.rounds + 1):
+                started = now()
+                # Train on the human labels plus every clip accepted so far; predict the pool.
+                out = train_task(registry, features, state.labels, config, ws.artifacts, run_id,
+                                 extra_labels=accepted, stage=f"round-{r}")
+                # Vote on the clips still in the pool; decide; keep the labels balanced.
+                result = mine_round_task(pool, out["result"].predictions, out["result"].oof, human,
+                                         answers, state.labels, params.voters, policy,
+                                         params.target_precision)
+                stop = stop_reason(result, best_cv, params.max_f1_drop)
+                if stop and result.accepted_by_label:
+                    result.decisions = discard_round(result.decisions, stop)
+                summary = round_summary(r, state.dataset, len(pool), result, stop)
+                rounds.append(summary)
+                refs = [*out["refs"]["models"], out["refs"]["oof"], out["refs"]["predictions"]]
+                record_round(ws.catalog, run_id, r, started, result.decisions, f"{params.policy}-v1",
+                             summary, round_metrics(result), refs, [state.registry_artifact_id, *feature_ids])
+                logger.info("round %d: %d of %d accepted %s", r, summary["accepted"], len(pool),
+                            result.accepted_by_label)
+                if stop:
+                    break
+                # Accepted clips join training and leave the pool.
+                new = accepted_labels(result.decisions, params.weighting)
+                accepted = merge_accepted(accepted, new)
+                pool = sorted(set(pool) - set(new["clip_id"]))
+                best_cv = max(best_cv or 0.0, result.cv_weighted_f1)
+            finish_run(ws.catalog, run_id, "completed")
+        except BaseException as exc:
+            finish_run(ws.catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+    summary = {"run_id": run_id, "dataset": state.dataset, "rounds": rounds,
+               "accepted_per_round": [r["accepted"] for r in rounds],
+               "accepted_total": sum(r["accepted"] for r in rounds if not r["stopped"]),
+               "stopped": rounds[-1]["stopped"] if rounds else None,
+               "workspace": str(ws.root)}
+    create_markdown_artifact(key="mine-summary", markdown=mine_markdown(summary),
+                             description=f"pseudo-label mining on {state.dataset}")
+    return summary
+
+
+def round_summary(r: int, dataset: str, pool: int, result, stop: str | None) -> dict:
+    return {"round": r, "dataset": dataset, "pool": pool,
+            "accepted": int(sum(result.accepted_by_label.values())),
+            "accepted_by_label": result.accepted_by_label,
+            "cv_weighted_f1": round(result.cv_weighted_f1, 4),
+            "thresholds": {k: round(v, 4) for k, v in result.thresholds.items()},
+            "stopped": stop}
+
+
+def round_metrics(result) -> list[tuple[str, str, float]]:
+    rows = [("cv_weighted_f1", "", result.cv_weighted_f1)]
+    rows += [("accepted", f"label:{lab}", n) for lab, n in result.accepted_by_label.items()]
+    return rows
+
+
+def mine_markdown(summary: dict) -> str:
+    lines = [f"# Mining on `{summary['dataset']}`", "",
+             "| round | pool | accepted | by label | CV wF1 | stop |", "|---|---|---|---|---|---|"]
+    for r in summary["rounds"]:
+        lines.append(f"| {r['round']} | {r['pool']} | {r['accepted']} | {r['accepted_by_label']} | "
+                     f"{r['cv_weighted_f1']:.3f} | {r['stopped'] or ''} |")
+    return "\n".join(lines)
