@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from flows.params import FeaturesParams
 from flows.progress import progress_bar
 from storage.catalog import now
-from storage.records import finish_run, record_feature_sets, resolve_dataset, start_run
+from storage.records import finish_run, record_feature_sets, recorded_run, resolve_dataset
 from storage.workspace import Workspace, new_run_id
 from tasks.features import (
     ExtractorSpec,
@@ -30,8 +30,7 @@ def features_flow(params: FeaturesParams) -> dict:
     specs = [ExtractorSpec.of(n, params.extractor_params.get(n)) for n in params.extractors]
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
-        start_run(ws.catalog, run_id, "features", params.model_dump(mode="json"), flow_run.id)
-        try:
+        with recorded_run(ws.catalog, run_id, "features", params.model_dump(mode="json"), flow_run.id):
             # Plan: per extractor, the clips whose (extractor key, media key) is not cached.
             registry, jobs, cached = plan_features_task(
                 ws.artifacts.path_of(state.registry_artifact_id), specs, ws.feature_cache,
@@ -53,9 +52,6 @@ def features_flow(params: FeaturesParams) -> dict:
             record_feature_sets(ws.catalog, run_id, started, state.dataset, state.registry_artifact_id,
                                 [s.as_record() for s in sets], summary)
             finish_run(ws.catalog, run_id, "completed")
-        except BaseException as exc:
-            finish_run(ws.catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
     summary |= {"run_id": run_id, "dataset": state.dataset, "workspace": str(ws.root)}
     create_markdown_artifact(key="features-summary", markdown=summary_markdown(summary),
                              description=f"features of {state.dataset}")

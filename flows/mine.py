@@ -7,15 +7,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.params import MineParams
-from flows.train import MODEL_SETTINGS
+from flows.train import train_config
 from storage.catalog import now
 from storage.records import (
     feature_frames,
     finish_run,
     latest_stage_run,
     record_round,
+    recorded_run,
     resolve_dataset,
-    start_run,
 )
 from storage.teacher_store import run_answers
 from storage.workspace import Workspace, new_run_id
@@ -29,22 +29,20 @@ from tasks.mine import (
     stop_reason,
     usable_pool,
 )
-from tasks.train import TrainConfig, train_task, training_labels
+from tasks.train import train_task, training_labels
 
 
 @flow(name="mine", validate_parameters=True)
 def mine_flow(params: MineParams) -> dict:
     ws = Workspace(params.workspace)
     run_id, logger = new_run_id("mine"), get_run_logger()
-    config = TrainConfig(fusions=params.fusions, experts=params.experts, folds=params.folds,
-                         seeds=params.seeds, model=params.model_dump(include=MODEL_SETTINGS))
+    config = train_config(params)
     policy = MiningPolicy(params.policy, baseline=params.baseline, quorum=params.quorum,
                           min_share_ratio=params.min_share_ratio)
     rounds: list[dict] = []
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
-        start_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id)
-        try:
+        with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id):
             # Inputs: registry, newest features, and the newest teacher run's answers.
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
             features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
@@ -79,9 +77,6 @@ def mine_flow(params: MineParams) -> dict:
                 pool = sorted(set(pool) - set(new["clip_id"]))
                 best_cv = max(best_cv or 0.0, result.cv_weighted_f1)
             finish_run(ws.catalog, run_id, "completed")
-        except BaseException as exc:
-            finish_run(ws.catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-            raise
     summary = {"run_id": run_id, "dataset": state.dataset, "rounds": rounds,
                "accepted_per_round": [r["accepted"] for r in rounds],
                "accepted_total": sum(r["accepted"] for r in rounds if not r["stopped"]),

@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage.catalog import now
-from storage.records import finish_run, resolve_dataset, start_run
+from storage.records import recorded_run, resolve_dataset
 from storage.teacher_store import (
     cached_answers,
     label_counts,
@@ -84,38 +84,34 @@ class TeacherParams(BaseModel):
 def teacher_flow(params: TeacherParams) -> dict:
     ws = Workspace(params.workspace)
     run_id, started = new_run_id("teacher"), now()
-    with ws.exclusive(run_id):
-        # The run is on record first (a writer, so an older catalog is migrated here).
-        start_run(ws.catalog, run_id, "teacher", params.model_dump(mode="json"), flow_run.id)
-        try:
-            state = resolve_dataset(ws.catalog, params.dataset)
-            # The pool, how rare each label is, and the teacher.
-            pool = teacher_pool(ws.catalog, state.dataset, params.split)
-            counts = label_counts(ws.catalog, state.dataset)
-            teacher = make_teacher_task(params.backend, state.labels, model=params.model,
-                                        answers=params.answers, predictions=params.predictions,
-                                        secret_block=params.secret_block,
-                                        gemini=params.gemini_settings())
-            budget, retry = run_limits(params.max_requests, params.max_cost_usd, params.retry_attempts,
-                                       params.retry_initial_s, params.retry_max_s)
-            ask = partial(query_teacher_task, teacher, pool, store=ws.artifacts, run_id=run_id,
-                          budget=budget, predictions=params.predictions, order=params.order,
-                          label_counts=counts, rpm=params.rpm, concurrency=params.concurrency,
-                          retry=retry, record=partial(record_answers, ws.catalog))
-            # Labels: cache first, then the most valuable clips within the budget.
-            results = [ask(cached=cached_answers(ws.catalog, teacher.kind, "label"), question="label")]
-            # Context enrichment (ECMF): subtitles rewritten with the cues the model perceives.
-            if params.enrich:
-                results.append(ask(cached=cached_answers(ws.catalog, teacher.kind, "enrich"),
-                                   question="enrich"))
-            summary = teacher_summary(results, budget, run_id) | {"workspace": str(ws.root),
-                                                                  "dataset": state.dataset}
-            record_teacher_run(ws.catalog, run_id, started, [r.outcomes for r in results],
-                               [r.ref for r in results], summary,
-                               inputs=(state.registry_artifact_id,))
-        except BaseException as exc:
-            finish_run(ws.catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-            raise
+    # The run is on record first (the lock holder's writes migrate an older catalog).
+    with ws.exclusive(run_id), recorded_run(ws.catalog, run_id, "teacher", params.model_dump(mode="json"),
+                                            flow_run.id):
+        state = resolve_dataset(ws.catalog, params.dataset)
+        # The pool, how rare each label is, and the teacher.
+        pool = teacher_pool(ws.catalog, state.dataset, params.split)
+        counts = label_counts(ws.catalog, state.dataset)
+        teacher = make_teacher_task(params.backend, state.labels, model=params.model,
+                                    answers=params.answers, predictions=params.predictions,
+                                    secret_block=params.secret_block,
+                                    gemini=params.gemini_settings())
+        budget, retry = run_limits(params.max_requests, params.max_cost_usd, params.retry_attempts,
+                                   params.retry_initial_s, params.retry_max_s)
+        ask = partial(query_teacher_task, teacher, pool, store=ws.artifacts, run_id=run_id,
+                      budget=budget, predictions=params.predictions, order=params.order,
+                      label_counts=counts, rpm=params.rpm, concurrency=params.concurrency,
+                      retry=retry, record=partial(record_answers, ws.catalog))
+        # Labels: cache first, then the most valuable clips within the budget.
+        results = [ask(cached=cached_answers(ws.catalog, teacher.kind, "label"), question="label")]
+        # Context enrichment (ECMF): subtitles rewritten with the cues the model perceives.
+        if params.enrich:
+            results.append(ask(cached=cached_answers(ws.catalog, teacher.kind, "enrich"),
+                               question="enrich"))
+        summary = teacher_summary(results, budget, run_id) | {"workspace": str(ws.root),
+                                                              "dataset": state.dataset}
+        record_teacher_run(ws.catalog, run_id, started, [r.outcomes for r in results],
+                           [r.ref for r in results], summary,
+                           inputs=(state.registry_artifact_id,))
     create_markdown_artifact(key="teacher-summary", markdown=summary_markdown(summary),
                              description=f"teacher answers for {summary['dataset']}")
     return summary

@@ -12,11 +12,10 @@ from flows.params import PredictParams, TrainParams
 from storage.catalog import now
 from storage.records import (
     feature_frames,
-    finish_run,
     latest_stage_run,
     record_stage_run,
+    recorded_run,
     resolve_dataset,
-    start_run,
 )
 from storage.workspace import Workspace, new_run_id
 from tasks.predict import load_models, majority_label, predict_task, save_predictions
@@ -24,6 +23,12 @@ from tasks.train import TrainConfig, train_task
 
 MODEL_SETTINGS = {"hidden", "dropout", "epochs", "patience", "lr", "weight_decay", "class_weighted",
                   "aux_weight"}
+
+
+def train_config(params: TrainParams) -> TrainConfig:
+    """The training settings of a run's parameters (train and mine share them)."""
+    return TrainConfig(fusions=params.fusions, experts=params.experts, folds=params.folds,
+                       seeds=params.seeds, model=params.model_dump(include=MODEL_SETTINGS))
 
 
 def metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
@@ -39,12 +44,10 @@ def metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
 def train_flow(params: TrainParams) -> dict:
     ws = Workspace(params.workspace)
     run_id, started = new_run_id("train"), now()
-    config = TrainConfig(fusions=params.fusions, experts=params.experts, folds=params.folds,
-                         seeds=params.seeds, model=params.model_dump(include=MODEL_SETTINGS))
+    config = train_config(params)
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
-        start_run(ws.catalog, run_id, "train", params.model_dump(mode="json"), flow_run.id)
-        try:
+        with recorded_run(ws.catalog, run_id, "train", params.model_dump(mode="json"), flow_run.id):
             # Inputs: the clip registry and the newest feature set of each extractor.
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
             features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
@@ -76,9 +79,6 @@ def train_flow(params: TrainParams) -> dict:
                 summary,
                 metric_rows(metrics),
             )
-        except BaseException as exc:
-            finish_run(ws.catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-            raise
     create_markdown_artifact(
         key="train-summary",
         markdown=train_markdown(summary),
@@ -101,8 +101,7 @@ def predict_flow(params: PredictParams) -> dict:
             if params.train_run is None
             else (params.train_run, latest_artifacts_of(ws, params.train_run))
         )
-        start_run(ws.catalog, run_id, "predict", params.model_dump(mode="json"), flow_run.id)
-        try:
+        with recorded_run(ws.catalog, run_id, "predict", params.model_dump(mode="json"), flow_run.id):
             # Inputs: the registry, the newest features and the training run's fold models.
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
             features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
@@ -133,9 +132,6 @@ def predict_flow(params: PredictParams) -> dict:
                 ],
                 summary,
             )
-        except BaseException as exc:
-            finish_run(ws.catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-            raise
     if params.out is not None:
         params.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(summary["submission"], params.out)

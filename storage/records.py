@@ -6,7 +6,8 @@ Each function is one short write transaction, so audit readers get their turn be
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -209,3 +210,16 @@ def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetim
             s.run("insert_metric", run_id=run_id, stage="mine", round=round_, name=name, scope=scope,
                   value=float(value), recorded_at=now())
         record_stage(s, run_id, "mine", started_at, summary, round_=round_)
+
+
+@contextmanager
+def recorded_run(catalog: Catalog, run_id: str, command: str, params: dict,
+                 flow_run_id: str | None = None) -> Iterator[None]:
+    """A run on record from its start; if the block raises, it is finished as failed with the
+    error (the block finishes a successful run itself, in its last write transaction)."""
+    start_run(catalog, run_id, command, params, flow_run_id)
+    try:
+        yield
+    except BaseException as exc:
+        finish_run(catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
