@@ -14,6 +14,7 @@ from flows.params import IngestParams
 from storage.catalog import Catalog
 from storage.teacher_store import run_answers
 from tests.conftest import shared_path
+from tests.flows.test_cli import dump
 from tests.flows.test_cli import mersemi as run_cli
 from tests.models.conftest import KEY
 from tests.models.fake_gemini import FakeGeminiServer, error
@@ -22,13 +23,6 @@ from tests.models.fake_gemini import FakeGeminiServer, error
 def mersemi(*args: str) -> tuple[int, dict | None, str]:
     """`mersemi teacher ARGS` through the real CLI app."""
     return run_cli("teacher", *args)
-
-
-def dump(catalog: Catalog) -> str:
-    with catalog.reader() as s:
-        tables = s.query("SELECT table_name FROM information_schema.tables ORDER BY 1")["table_name"]
-        return "\n".join(s.query(f'SELECT * FROM "{t}"').to_json(orient="records", date_format="iso")
-                         for t in tables)
 
 
 @pytest.fixture
@@ -85,7 +79,8 @@ def test_gemini_budget_and_the_key_never_leaks(ingested, monkeypatch, caplog):
     assert dict(zip(outcomes["outcome"], outcomes["n"], strict=True))["not_asked"] == 8 + 12
     assert errors and "bad key ***" in errors[0]
     artifacts = b"".join(p.read_bytes() for p in (ws / "artifacts").rglob("*.parquet"))
-    for where in (text, caplog.text, dump(catalog), artifacts.decode("latin-1"), json.dumps(summary)):
+    tables = "\n".join(dump(catalog).values())
+    for where in (text, caplog.text, tables, artifacts.decode("latin-1"), json.dumps(summary)):
         assert KEY not in where
 
 
