@@ -35,6 +35,8 @@ from storage.media import probe_many, stat_key
 LAYOUTS = ("mer2025", "manifest", "folder")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 SPLITS = ("train", "candidate", "test")
+# Statuses of clips that later stages use (degraded: a modality is missing, masked downstream).
+USABLE = ("ok", "degraded")
 SPLIT_ALIASES = {"train": "train", "labeled": "train", "labelled": "train",
                  "candidate": "candidate", "unlabeled": "candidate", "unlabelled": "candidate",
                  "test": "test"}

@@ -30,12 +30,12 @@ from prefect.cache_policies import NO_CACHE
 from models.extractors import DEFAULT_SET, ClipInput
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.feature_cache import FeatureCache
+from storage.ingest import USABLE
 from tasks.shard_worker import ExtractorSpec, ShardJob, extract_shard, init_worker
 
 __all__ = ["ExtractorSpec", "ShardJob", "ShardRunner", "assemble_features", "clip_inputs", "extract_shard",
            "plan_shards", "shard_runner"]
 
-USABLE = ("ok", "degraded")
 
 
 def default_specs(overrides: dict[str, dict] | None = None) -> list[ExtractorSpec]:

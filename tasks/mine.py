@@ -30,6 +30,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from storage.ingest import USABLE
+
 POLICIES = ("consensus", "vote", "both")
 
 
@@ -299,7 +301,7 @@ def stop_reason(result: RoundResult, best_cv: float | None, max_drop: float = 0.
 
 def usable_pool(registry: pd.DataFrame) -> list[str]:
     """The unlabelled clips that can be mined: candidates whose media are usable."""
-    pool = registry[(registry["split"] == "candidate") & registry["status"].isin(("ok", "degraded"))]
+    pool = registry[(registry["split"] == "candidate") & registry["status"].isin(USABLE)]
     return sorted(pool["clip_id"].astype(str))
 
 

@@ -30,8 +30,7 @@ from models.baseline import Bundle, ExpertInput, FusionClassifier
 from models.metrics import evaluate
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.feature_cache import vectors
-
-USABLE = ("ok", "degraded")
+from storage.ingest import USABLE
 
 
 @dataclass(frozen=True)
