@@ -293,6 +293,61 @@ def mine(
 
 
 @app.command()
+def finalize(
+    workspace: WorkspaceOpt = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset [default: the only one]")] = None,
+    mine_run: Annotated[str | None, typer.Option(
+        help="mining run whose pseudo-labels join training [default: the newest completed]")] = None,
+    weighting: Annotated[str, typer.Option(help="pseudo-label weight: hard or confidence")] = "hard",
+    members: Annotated[str, typer.Option(help="ensemble members, comma-separated <fusion>/<head>")
+                       ] = "moe/final,attention/final",
+    ensemble: Annotated[str, typer.Option(help="soft (mean probability) or hard (majority vote)")] = "soft",
+    rule: Annotated[list[str] | None, typer.Option(
+        help="re-ranking rule, repeatable, in order, e.g. demote:label=worried,margin=0.1 "
+             "[default: prior, demote worried, teacher_override]")] = None,
+    no_rules: Annotated[bool, typer.Option("--no-rules", help="no re-ranking")] = False,
+    force_rules: Annotated[bool, typer.Option(
+        "--force-rules", help="apply every rule as given, without validating it")] = False,
+    refine: Annotated[str, typer.Option(help="label refinement: off, flag or down-weight")] = "flag",
+    down_weight: Annotated[float, typer.Option(help="weight of a down-weighted human label")] = 0.5,
+    folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
+    seeds: Annotated[str, typer.Option(help="seeds, comma-separated")] = "0,1,2",
+    epochs: Annotated[int, typer.Option(help="most epochs per fold")] = 80,
+    out_file: Annotated[Path | None, typer.Option("--out", help="also copy the submission here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Second stage (retrain on human + accepted labels), ensemble, re-ranking, submission file."""
+    from flows.finalize import finalize_flow
+    from flows.params import FinalizeParams
+    from storage.workspace import resolve
+
+    def go():
+        extra = {"rules": ()} if no_rules else ({"rules": tuple(rule)} if rule else {})
+        return finalize_flow(FinalizeParams(
+            workspace=resolve(workspace), dataset=dataset, mine_run=mine_run, weighting=weighting,
+            members=csv_tuple(members, str), ensemble=ensemble, validate_rules=not force_rules,
+            refine=refine, down_weight=down_weight, folds=folds, seeds=csv_tuple(seeds, int),
+            epochs=epochs, out=out_file, **extra))
+
+    summary = run_guarded(go)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    out.print(f"finalize {summary['dataset']} (run {summary['run_id']}): {summary['n_human']} human + "
+              f"{summary['n_pseudo']} pseudo-labels from {summary['mine_run']}; "
+              f"{summary['flagged_labels']} human labels flagged", highlight=False)
+    table = Table(title="re-ranking rules")
+    for col in ("rule", "kept", "why"):
+        table.add_column(col)
+    for r in summary["rules"]:
+        table.add_row(r["rule"], "yes" if r["kept"] else "no", r["reason"])
+    out.print(table)
+    out.print(f"{summary['candidates']} candidates, {summary['fallback']} fell back; "
+              f"labels {summary['label_counts']}", highlight=False)
+    out.print(f"submission: {summary['submission']}", highlight=False)
+
+
+@app.command()
 def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Datasets, clip counts by split and status, and the latest runs of a workspace."""
     from storage.workspace import Workspace

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.extractors import DEFAULT_SET, EXTRACTORS
 from storage.labels import MER2025_LABELS, parse_label_set
+from tasks.rerank import DEFAULT_RULES, Rule
 
 
 class IngestParams(BaseModel):
@@ -109,3 +110,41 @@ class MineParams(TrainParams):
                            description="pseudo-label weight: 1, or the decision's confidence")
     max_f1_drop: float = Field(default=0.0, ge=0, le=1,
                                description="stop when CV weighted F1 falls by more than this")
+
+
+class FinalizeParams(TrainParams):
+    """Second stage, ensemble, re-ranking and the submission: the training settings plus these."""
+
+    mine_run: str | None = Field(default=None, description="mining run whose accepted clips join "
+                                 "training [default: the newest completed one]")
+    weighting: str = Field(default="hard", pattern="^(hard|confidence)$",
+                           description="pseudo-label weight: 1, or the decision's confidence")
+    members: tuple[str, ...] = Field(default=("moe/final", "attention/final"), min_length=1,
+                                     description="ensemble members (<fusion>/<head>)")
+    ensemble: str = Field(default="soft", pattern="^(soft|hard)$",
+                          description="soft: mean probability; hard: majority vote")
+    rules: tuple[str, ...] = Field(default=DEFAULT_RULES, description="re-ranking rules, in order")
+    validate_rules: bool = Field(default=True, description="keep a rule only if it raises "
+                                 "validation weighted F1 (false: apply every rule as given)")
+    refine: str = Field(default="flag", pattern="^(off|flag|down-weight)$",
+                        description="label refinement: off, flag contradicted human labels, or "
+                        "also down-weight them in the second stage")
+    down_weight: float = Field(default=0.5, ge=0, le=1, description="weight of a down-weighted label")
+    min_sources: int = Field(default=3, ge=1, le=100,
+                             description="sources that must contradict a human label to flag it")
+    out: Path | None = Field(default=None, description="also copy the submission file here")
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, value):
+        for text in value:
+            Rule.parse(text)
+        return value
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, value):
+        bad = [m for m in value if "/" not in m]
+        if bad:
+            raise ValueError(f"ensemble members are <fusion>/<head>, e.g. moe/final; got {', '.join(bad)}")
+        return tuple(dict.fromkeys(value))

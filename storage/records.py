@@ -223,3 +223,46 @@ def recorded_run(catalog: Catalog, run_id: str, command: str, params: dict,
     except BaseException as exc:
         finish_run(catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
+
+
+def accepted_pseudo_labels(catalog: Catalog, run_id: str) -> pd.DataFrame:
+    """clip_id, label, confidence, round of the clips a mining run accepted."""
+    with catalog.reader() as s:
+        return s.frame("accepted_pseudo_labels", run_id=run_id)
+
+
+def record_finalize(catalog: Catalog, run_id: str, started_at: datetime, final: pd.DataFrame,
+                    changes: pd.DataFrame, flags: pd.DataFrame, refs: Sequence[ArtifactRef],
+                    inputs: Sequence[str], summary: dict, metrics: Sequence[tuple[str, str, float]] = ()
+                    ) -> None:
+    """A finalize run: artifacts, final labels, every rule change, label flags, metrics, summary
+    and the run's end, in one transaction."""
+    with catalog.writer() as s:
+        for ref in refs:
+            record_artifact(s, ref, inputs=inputs)
+        decided = now()
+        for name, frame, query, stamp in (("final", final, "insert_final_predictions", "decided_at"),
+                                          ("changes", changes, "insert_rule_changes", "decided_at"),
+                                          ("flags", flags, "insert_label_flags", "flagged_at")):
+            s.register(name, frame)
+            s.run(query, run_id=run_id, **{stamp: decided})
+            s.unregister(name)
+        for name, scope, value in metrics:
+            s.run("insert_metric", run_id=run_id, stage="finalize", round=0, name=name, scope=scope,
+                  value=float(value), recorded_at=decided)
+        record_stage(s, run_id, "finalize", started_at, summary)
+        s.run("finish_run", run_id=run_id, status="completed", finished_at=now(), error=None)
+
+
+def mine_run(catalog: Catalog, dataset: str, run_id: str | None = None) -> str:
+    """The newest completed mining run of `dataset`, or check that `run_id` is one."""
+    with catalog.reader() as s:
+        rows = s.records("mine_runs", dataset=dataset, run_id=run_id)
+    done = [r for r in rows if r["status"] == "completed"]
+    if run_id and not rows:
+        raise ValueError(f"{run_id!r} is not a mining run of dataset {dataset!r}")
+    if run_id and not done:
+        raise ValueError(f"mining run {run_id} is {rows[0]['status']}, not completed")
+    if not done:
+        raise ValueError(f"dataset {dataset!r} has no completed mining run: run `mersemi mine` first")
+    return done[0]["run_id"]

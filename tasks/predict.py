@@ -61,14 +61,8 @@ def predict(
         cid: label_set[int(np.argmax(row))]
         for cid, row in zip(chosen.index, chosen[cols].to_numpy(), strict=True)
     }
+    submission, fallback = submission_frame(candidates, decided, majority)
     names = candidates.set_index("clip_id")["name"]
-    fallback = [cid for cid in candidates["clip_id"] if cid not in decided]
-    submission = pd.DataFrame(
-        {
-            "name": names.loc[candidates["clip_id"]].tolist(),
-            "discrete": [decided.get(c, majority) for c in candidates["clip_id"]],
-        }
-    )
     summary = {
         "candidates": len(candidates),
         "predicted": len(decided),
@@ -79,7 +73,18 @@ def predict(
         "models": len(models),
         "label_counts": submission["discrete"].value_counts().to_dict(),
     }
-    return predictions, submission.sort_values("name").reset_index(drop=True), summary
+    return predictions, submission, summary
+
+
+def submission_frame(candidates: pd.DataFrame, decided: dict[str, str], majority: str
+                     ) -> tuple[pd.DataFrame, list[str]]:
+    """(MER2025 submission: name, discrete for every candidate clip sorted by name; the clip_ids
+    that got the `majority` fallback because nothing predicted them)."""
+    names = candidates.set_index("clip_id")["name"]
+    fallback = [cid for cid in candidates["clip_id"] if cid not in decided]
+    submission = pd.DataFrame({"name": names.loc[candidates["clip_id"]].tolist(),
+                               "discrete": [decided.get(c, majority) for c in candidates["clip_id"]]})
+    return submission.sort_values("name").reset_index(drop=True), fallback
 
 
 def majority_label(registry: pd.DataFrame) -> str:

@@ -249,14 +249,18 @@ def save_training(result: TrainResult, store: ArtifactStore, run_id: str, stage:
     }
 
 
-def training_labels(registry: pd.DataFrame, extra: pd.DataFrame | None = None) -> pd.DataFrame:
-    """clip_id, label, weight: usable labelled `train` clips, plus `extra` (e.g. pseudo-labels)."""
+def training_labels(registry: pd.DataFrame, extra: pd.DataFrame | None = None,
+                    human_weights: dict[str, float] | None = None) -> pd.DataFrame:
+    """clip_id, label, weight: usable labelled `train` clips (weight 1, or `human_weights[clip_id]`
+    for a down-weighted human label), plus `extra` (e.g. pseudo-labels with their weights)."""
     base = registry[
         (registry["split"] == "train") & registry["label"].notna() & registry["status"].isin(USABLE)
     ]
     labels = pd.DataFrame(
         {"clip_id": base["clip_id"].astype(str), "label": base["label"].astype(str), "weight": 1.0}
     )
+    if human_weights:
+        labels["weight"] = [float(human_weights.get(c, 1.0)) for c in labels["clip_id"]]
     if extra is not None and len(extra):
         extra = extra[~extra["clip_id"].isin(labels["clip_id"])]
         labels = pd.concat([labels, extra[["clip_id", "label", "weight"]]], ignore_index=True)
@@ -272,12 +276,14 @@ def train(
     run_id: str,
     extra_labels: pd.DataFrame | None = None,
     stage: str = "train",
+    human_weights: dict[str, float] | None = None,
 ) -> dict:
     """The whole stage as one plain function: bundle, cross-validation, artifacts, summary.
 
-    `stage` names the artifacts' folder (a mining run trains once per round: "round-1", ...)."""
+    `stage` names the artifacts' folder (a mining run trains once per round: "round-1", ...);
+    `human_weights` down-weights human labels that label refinement flagged."""
     specs = choose_experts(list(features), list(config.experts))
-    labels_df = training_labels(registry, extra_labels)
+    labels_df = training_labels(registry, extra_labels, human_weights)
     if labels_df["label"].nunique() < 2 or labels_df["label"].value_counts().min() < config.folds:
         raise ValueError(
             f"training needs at least {config.folds} labelled clips of each of two or more "
