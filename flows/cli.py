@@ -260,8 +260,11 @@ def mine(
     rounds: Annotated[int, typer.Option(help="most rounds")] = 3,
     policy: Annotated[str, typer.Option(help="consensus, vote or both")] = "both",
     quorum: Annotated[int, typer.Option(help="voters that must agree")] = 3,
+    selection: Annotated[str, typer.Option(
+        help="estimated (largest set whose estimated precision reaches the target) or threshold "
+             "(per-label out-of-fold confidence thresholds)")] = "estimated",
     target_precision: Annotated[float, typer.Option(
-        help="per-label thresholds reach this out-of-fold precision")] = 0.95,
+        help="precision the accepted pseudo-labels must reach")] = 0.95,
     weighting: Annotated[str, typer.Option(help="pseudo-label weight: hard or confidence")] = "hard",
     folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
     seeds: Annotated[str, typer.Option(help="seeds, comma-separated")] = "0,1,2",
@@ -276,7 +279,7 @@ def mine(
     def go():
         return mine_flow(MineParams(
             workspace=resolve(workspace), dataset=dataset, rounds=rounds, policy=policy, quorum=quorum,
-            target_precision=target_precision, weighting=weighting, folds=folds,
+            selection=selection, target_precision=target_precision, weighting=weighting, folds=folds,
             seeds=csv_tuple(seeds, int), epochs=epochs))
 
     summary = run_guarded(go)

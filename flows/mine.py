@@ -24,6 +24,7 @@ from tasks.mine import (
     accepted_labels,
     discard_round,
     label_answers,
+    label_counts,
     merge_accepted,
     mine_round_task,
     stop_reason,
@@ -38,7 +39,7 @@ def mine_flow(params: MineParams) -> dict:
     run_id, logger = new_run_id("mine"), get_run_logger()
     config = train_config(params)
     policy = MiningPolicy(params.policy, baseline=params.baseline, quorum=params.quorum,
-                          min_share_ratio=params.min_share_ratio)
+                          min_share_ratio=params.min_share_ratio, selection=params.selection)
     rounds: list[dict] = []
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
@@ -58,14 +59,15 @@ def mine_flow(params: MineParams) -> dict:
                 # Vote on the clips still in the pool; decide; keep the labels balanced.
                 result = mine_round_task(pool, out["result"].predictions, out["result"].oof, human,
                                          answers, state.labels, params.voters, policy,
-                                         params.target_precision)
+                                         params.target_precision, label_counts(accepted))
                 stop = stop_reason(result, best_cv, params.max_f1_drop)
                 if stop and result.accepted_by_label:
                     result.decisions = discard_round(result.decisions, stop)
                 summary = round_summary(r, state.dataset, len(pool), result, stop)
                 rounds.append(summary)
                 refs = [*out["refs"]["models"], out["refs"]["oof"], out["refs"]["predictions"]]
-                record_round(ws.catalog, run_id, r, started, result.decisions, f"{params.policy}-v1",
+                record_round(ws.catalog, run_id, r, started, result.decisions,
+                             f"{params.policy}-{params.selection}-v2",
                              summary, round_metrics(result), refs, [state.registry_artifact_id, *feature_ids])
                 logger.info("round %d: %d of %d accepted %s", r, summary["accepted"], len(pool),
                             result.accepted_by_label)
@@ -93,6 +95,7 @@ def round_summary(r: int, dataset: str, pool: int, result, stop: str | None) -> 
             "accepted_by_label": result.accepted_by_label,
             "cv_weighted_f1": round(result.cv_weighted_f1, 4),
             "thresholds": {k: round(v, 4) for k, v in result.thresholds.items()},
+            "estimate": result.estimate,
             "stopped": stop}
 
 

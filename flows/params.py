@@ -102,8 +102,11 @@ class MineParams(TrainParams):
     voters: tuple[str, ...] = Field(default=("moe/final", "attention/final", "moe/fused", "teacher"),
                                     min_length=1, description="heads (<fusion>/<head>) and 'teacher'")
     quorum: int = Field(default=3, ge=1, le=50)
+    selection: str = Field(default="estimated", pattern="^(estimated|threshold)$",
+                           description="accept the largest set whose estimated precision reaches the "
+                           "target, or per-label out-of-fold confidence thresholds")
     target_precision: float = Field(default=0.95, gt=0, le=1,
-                                    description="per-label thresholds reach this precision out of fold")
+                                    description="precision the accepted pseudo-labels must reach")
     min_share_ratio: float = Field(default=0.5, ge=0, le=1,
                                    description="no accepted label below this x its labelled share")
     weighting: str = Field(default="hard", pattern="^(hard|confidence)$",

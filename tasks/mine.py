@@ -12,27 +12,37 @@ Policies (configuration):
 - `vote` (MER2024 second place): at least `quorum` voters agree on a label, each above its
   confidence floor;
 - `both`: consensus and vote.
-A per-label balance then keeps the accepted set from drifting toward the majority labels: no
-label may end below `min_share_ratio` of its share of the labelled set (the most confident
-clips of over-represented labels are kept, the rest rejected with reason `balance`).
-Thresholds come from out-of-fold predictions of the labelled clips (`label_thresholds`), never
-from hidden truth.
+How many of the clips the policy allows are accepted (`selection`):
+- `estimated` (default): each allowed clip gets an estimated probability that its label is
+  right: the baseline's probabilities, temperature-calibrated on out-of-fold predictions of
+  the human-labelled clips, combined with the teacher's answer through the teacher's confusion
+  matrix, which is estimated on the pool itself by EM (Dawid and Skene 1979, with the baseline
+  as the prior of each clip). The largest set whose mean estimated probability reaches
+  `target_precision` is accepted (most probable first), subject to the share floors below;
+- `threshold`: per-label confidence thresholds at which the baseline's out-of-fold predictions
+  reach `target_precision` alone (`label_thresholds`), then `balance`.
+Either way no label may end below `min_share_ratio` of its share of the labelled set in the
+accepted set (the most probable clips of over-represented labels are kept, the rest rejected
+with reason `balance`). Everything is estimated from the labelled clips' out-of-fold
+predictions and the unlabelled pool, never from hidden truth.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from models.calibration import calibrate, fit_temperature, label_indices, teacher_posterior
 from storage.ingest import USABLE
 
 POLICIES = ("consensus", "vote", "both")
+SELECTIONS = ("estimated", "threshold")
 
 
 @dataclass(frozen=True)
@@ -44,10 +54,13 @@ class MiningPolicy:
     voter_floor: float = 0.0             # a vote counts only at this confidence or more
     teacher_floor: float = 0.0           # the teacher's confidence must reach this (consensus)
     min_share_ratio: float = 0.5         # balance: no label below this x its labelled share
+    selection: str = "estimated"         # estimated precision of the set, or per-label thresholds
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}; choose one of {', '.join(SELECTIONS)}")
         if self.quorum < 1:
             raise ValueError("quorum must be at least 1")
 
@@ -79,9 +92,10 @@ def _votes(row: pd.Series, voters: Sequence[str]) -> dict[str, dict]:
             for v in voters if isinstance(row.get(f"{v}:label"), str)}
 
 
-def decide(votes: pd.DataFrame, voters: Sequence[str], thresholds: dict[str, float],
+def decide(votes: pd.DataFrame, voters: Sequence[str], thresholds: dict[str, float] | None,
            policy: MiningPolicy) -> pd.DataFrame:
-    """A decision per clip of the vote table (columns clip_id, <voter>:label, <voter>:confidence)."""
+    """A decision per clip of the vote table (columns clip_id, <voter>:label, <voter>:confidence).
+    `thresholds` None: consensus needs agreement only (the selection step decides how many)."""
     rows = []
     for _, row in votes.iterrows():
         cast = _votes(row, voters)
@@ -119,6 +133,11 @@ def _consensus(base, teacher, thresholds, policy) -> tuple[bool, str]:
         return False, "consensus: no teacher answer"
     if teacher["label"] != base["label"]:
         return False, f"consensus: teacher says {teacher['label']}, {policy.baseline} says {base['label']}"
+    if thresholds is None:
+        if teacher["confidence"] < policy.teacher_floor:
+            return False, (f"consensus: teacher confidence {teacher['confidence']:.2f} < "
+                           f"{policy.teacher_floor:.2f}")
+        return True, f"consensus: {policy.baseline} and teacher say {base['label']}"
     need = thresholds.get(base["label"], 1.0)
     if base["confidence"] < need:
         return False, (f"consensus: {base['label']} agreed but {policy.baseline} confidence "
@@ -182,6 +201,91 @@ def balance(decisions: pd.DataFrame, labelled_share: dict[str, float],
     return out
 
 
+def estimated_precision(decisions: pd.DataFrame, pool_probs: pd.DataFrame, teacher: pd.Series | None,
+                        labels: Sequence[str], temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per decision, the estimated probability that its label is right (NaN without a label),
+    and the teacher's estimated confusion matrix. `pool_probs`: the baseline head's probabilities
+    per pool clip (index clip_id); `teacher`: the teacher's label per clip_id."""
+    labels = list(labels)
+    p_cal = calibrate(pool_probs.reindex(decisions["clip_id"]).to_numpy(np.float64), temperature)
+    p_cal[np.isnan(p_cal).any(axis=1)] = 1.0 / len(labels)
+    t = np.full(len(decisions), -1)
+    if teacher is not None:
+        t = label_indices(teacher.reindex(decisions["clip_id"]).to_numpy(), labels)
+    q, confusion = teacher_posterior(p_cal, t)
+    rho = np.full(len(decisions), np.nan)
+    for i, lab in enumerate(decisions["label"]):
+        if isinstance(lab, str) and lab in labels:
+            rho[i] = q[i, labels.index(lab)]
+    return rho, confusion
+
+
+def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_share: dict[str, float],
+           min_ratio: float = 0.5, already: dict[str, int] | None = None) -> pd.DataFrame:
+    """Among the clips the policy allowed, accept the largest set whose mean estimated precision
+    (`rho`) reaches `target`, most probable first, such that with the clips accepted in earlier
+    rounds (`already`, per label) no label with any accepted clip falls below `min_ratio` x its
+    labelled share. The others are rejected, saying which limit stopped them."""
+    out = decisions.copy()
+    out["confidence"] = np.where(np.isnan(rho), out["confidence"].astype(float), rho)
+    already = already or {}
+    allowed = np.flatnonzero((out["decision"] == "accepted").to_numpy() & ~np.isnan(rho))
+    by_label: dict[str, np.ndarray] = {}
+    for lab in pd.unique(out["label"].to_numpy()[allowed]):
+        idx = allowed[out["label"].to_numpy()[allowed] == lab]
+        by_label[lab] = idx[np.argsort(-rho[idx], kind="stable")]
+    floors = {lab: s for lab, s in labelled_share.items()
+              if s > 0 and (lab in by_label or already.get(lab, 0) > 0)}
+    total_before = sum(already.values())
+
+    def needs(n: int) -> dict[str, int]:
+        return {lab: max(0, int(np.ceil(min_ratio * s * (total_before + n) - 1e-9)) - already.get(lab, 0))
+                for lab, s in floors.items()}
+
+    def short_labels(n: int) -> list[str]:
+        """The labels whose floor n new clips cannot meet (all of them if the floors exceed n)."""
+        need = needs(n)
+        short = sorted(lab for lab in need if need[lab] > len(by_label.get(lab, ())))
+        return short or (sorted(lab for lab in need if need[lab]) if sum(need.values()) > n else [])
+
+    def pick(n: int) -> np.ndarray | None:
+        """The best n clips meeting the floors, or None if the floors cannot be met."""
+        if short_labels(n):
+            return None
+        need = needs(n)
+        forced = [by_label[lab][:m] for lab, m in need.items() if m]
+        chosen = np.concatenate(forced) if forced else np.array([], int)
+        rest = np.setdiff1d(allowed, chosen, assume_unique=True)
+        rest = rest[np.argsort(-rho[rest], kind="stable")][: n - len(chosen)]
+        return np.concatenate([chosen, rest]).astype(int)
+
+    def ok(n: int) -> np.ndarray | None:
+        chosen = pick(n)
+        return chosen if chosen is not None and (n == 0 or rho[chosen].mean() >= target) else None
+
+    lo, hi = 0, len(allowed)                 # largest feasible n (feasibility is close to monotone)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) is not None else (lo, mid - 1)
+    keep = ok(lo) if lo else np.array([], int)
+    keep_set = set(keep.tolist())
+    starved = short_labels(lo + 1) if lo < len(allowed) else []
+    reason = out["reason"].to_numpy(object).copy()
+    decision = out["decision"].to_numpy(object).copy()
+    mean = float(rho[keep].mean()) if len(keep) else float("nan")
+    for i in allowed:
+        if i in keep_set:
+            reason[i] += f"; estimated precision {rho[i]:.3f} (accepted set {mean:.3f} >= {target:.2f})"
+        else:
+            decision[i] = "rejected"
+            reason[i] += (f"; balance: more accepted clips would leave {', '.join(starved)} below "
+                          f"{min_ratio:g} x its labelled share (estimated {rho[i]:.3f})" if starved else
+                          f"; precision: estimated {rho[i]:.3f}, accepting it would take the accepted set "
+                          f"below {target:.2f}")
+    out["decision"], out["reason"] = decision, reason
+    return out
+
+
 def head_votes(predictions: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.DataFrame:
     """clip_id, <voter>:label, <voter>:confidence from the fold-averaged rows of one head
     (`voter` = "<fusion>/<head>", e.g. "moe/final" or "moe/expert:audio_text")."""
@@ -238,30 +342,65 @@ def oof_confidences(oof: pd.DataFrame, truth: pd.DataFrame, voter: str,
 @dataclass
 class RoundResult:
     decisions: pd.DataFrame              # clip_id, decision, label, confidence, reason, votes
-    thresholds: dict[str, float]
+    thresholds: dict[str, float]         # per label (selection "threshold"; empty otherwise)
     cv_weighted_f1: float                # the baseline head's CV weighted F1 on human-labelled clips
     accepted_by_label: dict[str, int]
+    estimate: dict = field(default_factory=dict)   # temperature, teacher's estimated accuracy per label
 
 
 def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataFrame,
                human: pd.DataFrame, answers: pd.DataFrame | None, labels: Sequence[str],
-               voters: Sequence[str], policy: MiningPolicy, target_precision: float = 0.95) -> RoundResult:
+               voters: Sequence[str], policy: MiningPolicy, target_precision: float = 0.95,
+               already: dict[str, int] | None = None) -> RoundResult:
     """Decide every pool clip from this round's model predictions and the teacher's answers.
 
-    `human`: clip_id, label of the human-labelled clips (thresholds and the validation score
-    come from their out-of-fold predictions only, never from pseudo-labelled clips).
+    `human`: clip_id, label of the human-labelled clips (thresholds, calibration and the
+    validation score come from their out-of-fold predictions only, never from pseudo-labelled
+    clips); `already`: clips accepted in earlier rounds per label (for the share floors).
     """
     from models.metrics import evaluate
 
     conf = oof_confidences(oof, human, policy.baseline, labels)
-    thresholds = label_thresholds(conf, labels, target_precision=target_precision)
     votes = vote_table(pool_ids, predictions, answers, voters, labels)
-    decisions = decide(votes, voters, thresholds, policy)
     share = human["label"].value_counts(normalize=True).to_dict()
-    decisions = balance(decisions, share, policy.min_share_ratio)
+    thresholds, estimate = {}, {}
+    if policy.selection == "threshold":
+        thresholds = label_thresholds(conf, labels, target_precision=target_precision)
+        decisions = balance(decide(votes, voters, thresholds, policy), share, policy.min_share_ratio)
+    else:
+        decisions = decide(votes, voters, None, policy)
+        probs, truth = oof_probs(oof, human, policy.baseline, labels)
+        temperature = fit_temperature(probs, truth)
+        teacher = votes.set_index("clip_id")[f"{policy.teacher}:label"] if policy.teacher in voters else None
+        rho, confusion = estimated_precision(decisions, pool_probs(predictions, policy.baseline, labels),
+                                             teacher, labels, temperature)
+        decisions = select(decisions, rho, target_precision, share, policy.min_share_ratio, already)
+        estimate = {"temperature": temperature,
+                    "teacher_accuracy": {lab: round(float(confusion[i, i]), 4) for i, lab in enumerate(labels)
+                                         if lab in share}}
     cv = evaluate(conf["truth"].tolist(), conf["label"].tolist(), labels)["weighted_f1"] if len(conf) else 0.0
     accepted = decisions.loc[decisions["decision"] == "accepted", "label"].value_counts().to_dict()
-    return RoundResult(decisions, thresholds, float(cv), {k: int(v) for k, v in accepted.items()})
+    return RoundResult(decisions, thresholds, float(cv), {k: int(v) for k, v in accepted.items()}, estimate)
+
+
+def oof_probs(oof: pd.DataFrame, truth: pd.DataFrame, voter: str, labels: Sequence[str]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(seed-averaged out-of-fold probabilities of one head, true label indices) of the
+    human-labelled clips (`truth`: clip_id, label)."""
+    fusion, head = voter.split("/", 1)
+    rows = oof[(oof["fusion"] == fusion) & (oof["head"] == head)]
+    mean = rows.groupby("clip_id")[[f"p_{lab}" for lab in labels]].mean().dropna()
+    mean = mean.loc[mean.index.intersection(truth["clip_id"])]
+    y = truth.set_index("clip_id").loc[mean.index, "label"]
+    return mean.to_numpy(np.float64), np.array([list(labels).index(lab) for lab in y])
+
+
+def pool_probs(predictions: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.DataFrame:
+    """One head's fold-averaged probabilities per clip (index clip_id)."""
+    fusion, head = voter.split("/", 1)
+    rows = predictions[(predictions["seed"] == "mean") & (predictions["fusion"] == fusion)
+                       & (predictions["head"] == head)]
+    return rows.set_index("clip_id")[[f"p_{lab}" for lab in labels]]
 
 
 def accepted_labels(decisions: pd.DataFrame, weighting: str = "hard") -> pd.DataFrame:
@@ -270,6 +409,13 @@ def accepted_labels(decisions: pd.DataFrame, weighting: str = "hard") -> pd.Data
     weight = acc["confidence"].astype(float) if weighting == "confidence" else 1.0
     frame = pd.DataFrame({"clip_id": acc["clip_id"], "label": acc["label"], "weight": weight})
     return frame.reset_index(drop=True)
+
+
+def label_counts(accepted: pd.DataFrame | None) -> dict[str, int]:
+    """Accepted pseudo-labels so far, per label."""
+    if accepted is None or not len(accepted):
+        return {}
+    return {str(k): int(v) for k, v in accepted["label"].value_counts().items()}
 
 
 def discard_round(decisions: pd.DataFrame, why: str) -> pd.DataFrame:

@@ -15,6 +15,12 @@ Rules, applied in the order given, each to the previous rule's output:
 - `teacher_override` ("Gemini modification"): where the model is uncertain (confidence below
   `model_below`) and the teacher is confident (at least `teacher_above`) and disagrees, the
   teacher's label wins.
+- `teacher_posterior` (the same idea, weighed rather than thresholded): the model's
+  probabilities, temperature-calibrated on the validation clips, are combined with the
+  teacher's answer through the teacher's confusion matrix, estimated by EM on the scored clips
+  (models/calibration.py, as mining estimates its precision); where the combined posterior's
+  label differs, it wins. The teacher is trusted per label exactly as far as it agrees with
+  the calibrated model on the pool.
 Only `prior` changes probabilities; the others change labels. Either way the changes table
 records each clip whose label moved, and by which rule.
 
@@ -35,9 +41,10 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from models.calibration import calibrate, fit_temperature, label_indices, teacher_posterior
 from models.metrics import evaluate
 
-RULES = ("prior", "demote", "teacher_override")
+RULES = ("prior", "demote", "teacher_override", "teacher_posterior")
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ class Rule:
         if self.name not in RULES:
             raise ValueError(f"unknown rule {self.name!r}; choose from {', '.join(RULES)}")
         allowed = {"prior": {"strength"}, "demote": {"label", "margin"},
-                   "teacher_override": {"model_below", "teacher_above"}}[self.name]
+                   "teacher_override": {"model_below", "teacher_above"},
+                   "teacher_posterior": set()}[self.name]
         unknown = set(self.params) - allowed
         if unknown:
             raise ValueError(f"rule {self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
@@ -80,7 +88,7 @@ class Rule:
 
 
 DEFAULT_RULES = ("prior:strength=1.0", "demote:label=worried,margin=0.1",
-                 "teacher_override:model_below=0.5,teacher_above=0.9")
+                 "teacher_override:model_below=0.5,teacher_above=0.9", "teacher_posterior")
 # Parameters tried on validation when a rule is selected (the rule's own value is replaced).
 DEFAULT_GRID = {"strength": (0.25, 0.5, 1.0), "margin": (0.05, 0.1, 0.2, 0.3),
                 "model_below": (0.4, 0.5, 0.6), "teacher_above": (0.8, 0.9, 0.95)}
@@ -110,8 +118,8 @@ def prior_correction(p: np.ndarray, target: np.ndarray, strength: float = 1.0,
 
 
 def apply_rules(scores: pd.DataFrame, labels: Sequence[str], rules: Sequence[Rule],
-                teacher: pd.DataFrame | None = None,
-                target_prior: dict[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                teacher: pd.DataFrame | None = None, target_prior: dict[str, float] | None = None,
+                temperature: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(final, changes): final = clip_id, label, confidence, model_label, rules (the names of the
     rules that changed the clip, ';'-joined); changes = clip_id, rule, before, after, detail."""
     labels = list(labels)
@@ -151,6 +159,19 @@ def apply_rules(scores: pd.DataFrame, labels: Sequence[str], rules: Sequence[Rul
                 if gap < margin:
                     change(i, rule, labels[runner], f"margin {gap:.2f} < {margin:.2f}")
                     conf[i] = p[i, runner]
+        elif rule.name == "teacher_posterior":
+            said = (tvotes["teacher:label"].reindex(ids).to_numpy() if len(tvotes)
+                    else np.full(len(ids), None))
+            t = label_indices(said, labels)
+            q, confusion = teacher_posterior(calibrate(p, temperature), t)
+            best = q.argmax(axis=1)
+            for i in np.flatnonzero((t >= 0) & (best == t)):
+                if labels[best[i]] != label[i]:
+                    cur = labels.index(label[i])
+                    change(i, rule, labels[best[i]],
+                           f"teacher says {labels[t[i]]} (estimated accuracy on it "
+                           f"{confusion[t[i], t[i]]:.2f}); posterior {q[i, best[i]]:.2f} vs {q[i, cur]:.2f}")
+                    conf[i] = q[i, best[i]]
         else:
             below = float(rule.params.get("model_below", 0.5))
             above = float(rule.params.get("teacher_above", 0.9))
@@ -183,7 +204,7 @@ class RuleChoice:
 def select_rules(oof: pd.DataFrame, truth: pd.DataFrame, labels: Sequence[str], rules: Sequence[Rule],
                  teacher: pd.DataFrame | None = None, target_prior: dict[str, float] | None = None,
                  grid: dict[str, Sequence[float]] | None = None, min_gain: float = 0.0,
-                 min_teacher_clips: int = 30) -> list[RuleChoice]:
+                 min_teacher_clips: int = 30, temperature: float = 1.0) -> list[RuleChoice]:
     """Keep, in order, each rule that raises the weighted F1 of out-of-fold predictions of the
     human-labelled clips (`oof`: clip_id, p_<label>; `truth`: clip_id, label) by more than
     `min_gain`. A parameter listed in `grid` (e.g. {"margin": [0.05, 0.1, 0.2]}) is chosen there.
@@ -193,19 +214,25 @@ def select_rules(oof: pd.DataFrame, truth: pd.DataFrame, labels: Sequence[str], 
     y = truth_by.loc[oof["clip_id"]].tolist()
 
     def score(chosen: list[Rule]) -> float:
-        final, _ = apply_rules(oof, labels, chosen, teacher, target_prior)
+        final, _ = apply_rules(oof, labels, chosen, teacher, target_prior, temperature)
         return evaluate(y, final["label"].tolist(), labels)["weighted_f1"]
 
     kept: list[Rule] = []
     best = score(kept)
     out = []
     for rule in rules:
-        if rule.name == "teacher_override":
-            answered = 0 if teacher is None else int(teacher["clip_id"].isin(oof["clip_id"]).sum())
-            if answered < min_teacher_clips:
-                out.append(RuleChoice(rule, False, f"skipped: the teacher answered {answered} human-labelled "
-                                                   f"clips, fewer than {min_teacher_clips} to validate it"))
-                continue
+        answered = 0 if teacher is None else int(teacher["clip_id"].isin(oof["clip_id"]).sum())
+        if rule.name == "teacher_override" and answered < min_teacher_clips:
+            out.append(RuleChoice(rule, False, f"skipped: the teacher answered {answered} human-labelled "
+                                               f"clips, fewer than {min_teacher_clips} to validate it"))
+            continue
+        if rule.name == "teacher_posterior" and answered < min_teacher_clips:
+            # Nothing to validate it on: it rests on the EM estimate of the teacher's confusion.
+            out.append(RuleChoice(rule, True, f"kept without validation: the teacher answered {answered} "
+                                              "human-labelled clips; its confusion matrix is estimated "
+                                              "by EM on the scored clips"))
+            kept.append(rule)
+            continue
         candidates = [rule]
         for key, values in (grid or {}).items():
             if key in rule.params:
@@ -234,12 +261,16 @@ def rerank(scores: pd.DataFrame, validation: pd.DataFrame, human: pd.DataFrame, 
     kept ones to `scores`. Returns (final, changes with the rule's `step`, choices)."""
     parsed = [Rule.parse(r) for r in rules]
     prior = human["label"].value_counts(normalize=True).to_dict()
+    truth = human.set_index("clip_id").loc[validation["clip_id"], "label"]
+    temperature = fit_temperature(validation[[f"p_{lab}" for lab in labels]].to_numpy(np.float64),
+                                  label_indices(truth.to_numpy(), labels))
     if validate:
-        choices = select_rules(validation, human, labels, parsed, teacher, prior, grid=DEFAULT_GRID)
+        choices = select_rules(validation, human, labels, parsed, teacher, prior, grid=DEFAULT_GRID,
+                               temperature=temperature)
     else:
         choices = [RuleChoice(r, True, "applied without validation (validate=False)") for r in parsed]
     kept = [c.rule for c in choices if c.kept]
-    final, changes = apply_rules(scores, labels, kept, teacher, prior)
+    final, changes = apply_rules(scores, labels, kept, teacher, prior, temperature)
     steps = {r.key: i for i, r in enumerate(kept, start=1)}
     changes.insert(2, "step", changes["rule"].map(steps).astype("int64"))
     return final, changes, choices

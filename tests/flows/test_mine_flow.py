@@ -58,7 +58,7 @@ def test_mine_records_one_decision_per_pool_clip_per_round(mined):
     assert per_round["n"].tolist() == per_round["d"].tolist()          # one decision per clip per round
     assert per_round["n"].iloc[0] == 12
     assert per_round["n"].tolist() == [12, 12 - rounds[0]["accepted"]]
-    assert (sample["decided_by"] == "vote-v1").all()
+    assert (sample["decided_by"] == "vote-estimated-v2").all()
     assert sample["reason"].str.startswith("vote:").all()
     votes = json.loads(sample["votes"].iloc[0])
     assert "moe/final" in votes and set(votes["moe/final"]) == {"label", "confidence"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -260,3 +261,67 @@ def test_round_bookkeeping_discard_merge_and_stop():
     assert stop_reason(some, 0.75).startswith("CV weighted F1 on human labels fell to 0.700 from 0.750")
     assert stop_reason(some, 0.75, max_drop=0.1) is None
     assert stop_reason(none, 0.70) == "no clip accepted"
+
+
+def test_consensus_without_thresholds_needs_agreement_only():
+    votes = table(("a", ALL_HAPPY | {"moe/final": ("happy", 0.3)}),
+                  ("b", ALL_HAPPY | {"teacher": ("sad", 0.9)}))
+    d = decide(votes, VOTERS, None, MiningPolicy("consensus"))
+    assert d["decision"].tolist() == ["accepted", "rejected"]
+    assert d["reason"].iloc[0] == "consensus: moe/final and teacher say happy"
+
+
+def _allowed(labels, rho):
+    frame = pd.DataFrame({"clip_id": [f"c{i}" for i in range(len(labels))], "decision": "accepted",
+                          "label": labels, "confidence": 0.5, "reason": "consensus", "votes": "{}"})
+    return frame, np.array(rho)
+
+
+def test_select_accepts_the_largest_set_reaching_the_target():
+    from tasks.mine import select
+
+    d, rho = _allowed(["happy"] * 5, [0.99, 0.98, 0.96, 0.90, 0.60])
+    out = select(d, rho, 0.95, {"happy": 1.0})
+    assert out["decision"].tolist() == ["accepted"] * 4 + ["rejected"]     # mean of 4: 0.9575
+    assert out["confidence"].tolist() == rho.tolist()                       # the estimate replaces it
+    assert "estimated precision 0.990 (accepted set 0.957 >= 0.95)" in out["reason"].iloc[0]
+    assert "precision: estimated 0.600" in out["reason"].iloc[4]
+    assert (select(d, rho, 0.999, {"happy": 1.0})["decision"] == "rejected").all()
+
+
+def test_select_keeps_rare_labels_above_their_floor_across_rounds():
+    from tasks.mine import select
+
+    d, rho = _allowed(["neutral"] * 8 + ["worried"], [0.99] * 8 + [0.97])
+    share = {"neutral": 0.8, "worried": 0.2}
+    out = select(d, rho, 0.95, share, min_ratio=0.5)
+    kept = out[out["decision"] == "accepted"]
+    # worried (one clip) must be >= 10% of the accepted set: at most 10 clips, all 9 fit.
+    assert len(kept) == 9
+    # With 20 neutral clips accepted earlier and none worried, the one worried clip allows at
+    # most 10 accepted in all: no new clip fits.
+    out = select(d, rho, 0.95, share, min_ratio=0.5, already={"neutral": 20})
+    assert (out["decision"] == "rejected").all()
+    assert out["reason"].str.contains("balance: more accepted clips would leave worried below 0.5 x").all()
+    # Earlier worried acceptances make room.
+    out = select(d, rho, 0.95, share, min_ratio=0.5, already={"neutral": 20, "worried": 5})
+    assert (out["decision"] == "accepted").sum() == 9
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["neutral", "angry", "worried"]), st.floats(0.5, 1.0)),
+                min_size=1, max_size=40),
+       st.sampled_from([0.8, 0.9, 0.95]))
+def test_select_meets_the_target_and_the_floors(rows, target):
+    from tasks.mine import select
+
+    labels, rho = zip(*rows, strict=True)
+    d, rho = _allowed(list(labels), list(rho))
+    share = {"neutral": 0.5, "angry": 0.3, "worried": 0.2}
+    out = select(d, rho, target, share, min_ratio=0.5)
+    kept = out["decision"].to_numpy() == "accepted"
+    if kept.any():
+        assert rho[kept].mean() >= target - 1e-12
+        counts = out.loc[kept, "label"].value_counts()
+        for lab in set(labels):                       # every label that had a candidate
+            assert counts.get(lab, 0) >= 0.5 * share[lab] * kept.sum() - 1e-9

@@ -195,3 +195,26 @@ def test_submission_covers_every_candidate_with_a_named_fallback():
     assert fallback == ["s2"]
     assert seed_mean(pd.concat([scores(("a", [1, 0, 0, 0, 0])).assign(fusion="moe", head="final", seed=s)
                                 for s in (0, 1)]), LABELS)["seed"].tolist() == ["mean"]
+
+
+def test_teacher_posterior_follows_a_teacher_the_pool_shows_is_reliable():
+    # 300 clips: the model leans neutral on every clip; the teacher says happy on the "h" clips,
+    # where the model's runner-up is happy, and agrees with the model elsewhere.
+    rows, answers = [], []
+    for i in range(300):
+        happy = i % 3 == 0
+        rows.append((f"c{i}", [0.55, 0, 0.45, 0, 0] if happy else [0.9, 0, 0.1, 0, 0]))
+        answers.append((f"c{i}", "happy" if happy else "neutral", 0.8))
+    rows.append(("lone", [0.55, 0, 0.45, 0, 0]))                     # no teacher answer: unchanged
+    final, changes = apply_rules(scores(*rows), LABELS, [Rule("teacher_posterior")], teacher(*answers))
+    moved = set(changes["clip_id"])
+    assert moved == {f"c{i}" for i in range(0, 300, 3)}
+    assert (changes["after"] == "happy").all() and changes["detail"].str.startswith("teacher says happy").all()
+    assert final.set_index("clip_id").loc["lone", "label"] == "neutral"
+
+
+def test_teacher_posterior_is_kept_without_labelled_teacher_answers_and_says_so():
+    oof = scores(("a", [0.9, 0.1, 0, 0, 0]))
+    truth = pd.DataFrame({"clip_id": ["a"], "label": ["neutral"]})
+    choice = select_rules(oof, truth, LABELS, [Rule("teacher_posterior")])[0]
+    assert choice.kept and "kept without validation" in choice.reason and "EM" in choice.reason
