@@ -21,6 +21,7 @@ from models.metrics import evaluate
 from storage.artifacts import ArtifactStore
 from storage.records import feature_frames, resolve_dataset
 from storage.workspace import Workspace
+from tasks.finalize import ensemble_scores
 from tasks.train import TrainConfig, train
 
 
@@ -35,6 +36,15 @@ def score(result, truth: pd.DataFrame, labels: tuple[str, ...], fallback: str) -
         pred = [labels[i] if k else fallback for i, k in zip(idx, known, strict=True)]
         out[f"{fusion}/{head}"] = evaluate(truth["discrete"].tolist(), pred, labels) | {
             "coverage": float(known.mean()), "cv": result.metrics[fusion][head]["weighted_f1"]}
+    # The final stage's default predictor: the soft ensemble of the two fusion heads.
+    members = [m for m in ("moe/final", "attention/final") if m in out]
+    if len(members) == 2:
+        scores = ensemble_scores(result.predictions, members, labels, "soft").set_index("clip_id")
+        p = scores.reindex(truth["clip_id"])[cols]
+        pred = [labels[i] if k else fallback for i, k in
+                zip(np.nan_to_num(p.to_numpy(), nan=0.0).argmax(1), p.notna().all(axis=1), strict=True)]
+        out["ensemble " + "+".join(members)] = evaluate(truth["discrete"].tolist(), pred, labels) | {
+            "coverage": float(p.notna().all(axis=1).mean()), "cv": float("nan")}
     return out
 
 

@@ -82,12 +82,9 @@ def demo(
     workers: Annotated[int, typer.Option(help="feature worker processes")] = 2,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate a small SYNTHETIC corpus and run the pipeline's stages on it."""
-    from flows.features import features_flow
-    from flows.ingest import ingest_flow
-    from flows.params import FeaturesParams, IngestParams, PredictParams, TrainParams
-    from flows.teacher import TeacherParams, teacher_flow
-    from flows.train import predict_flow, train_flow
+    """Generate a small SYNTHETIC corpus and run the whole pipeline on it through Prefect."""
+    from flows.config import load_config
+    from flows.pipeline import pipeline_flow
     from storage.synthetic import make_corpus
     from storage.workspace import resolve
 
@@ -98,30 +95,65 @@ def demo(
         out.print(f"[bold]{notice}[/]")
     corpus = make_corpus(out_dir)
     ws = resolve(workspace)
-    summary = {"synthetic": True, "notice": notice, "corpus": str(out_dir.resolve()),
-               "corpus_counts": corpus}
-    # Ingest, extract features, then ask the (replayed, simulated) teacher about the pool.
-    summary["ingest"] = run_guarded(ingest_flow, IngestParams(dataset_dir=out_dir, workspace=ws))
-    summary["features"] = run_guarded(features_flow, FeaturesParams(workspace=ws, workers=workers))
-    summary["teacher"] = run_guarded(teacher_flow, TeacherParams(
-        workspace=ws, backend="replay", answers=out_dir / "teacher" / "answers.jsonl"))
-    # The supervised baseline (few labelled clips here: 3 folds, one seed) and its submission.
-    summary["train"] = run_guarded(train_flow, TrainParams(workspace=ws, folds=3, seeds=(0,), epochs=40))
-    summary["predict"] = run_guarded(predict_flow, PredictParams(workspace=ws))
-    summary["stages_run"] = ["ingest", "features", "teacher", "train", "predict"]
+    # Few labelled clips here: 3 folds, one seed, short training.
+    small = {"folds": 3, "seeds": [0], "epochs": 40}
+    answers = str(out_dir / "teacher" / "answers.jsonl")
+    params = run_guarded(load_config, None, [], dataset_dir=out_dir, workspace=ws,
+                         features={"workers": workers}, teacher={"backend": "replay", "answers": answers},
+                         mine={"rounds": 2, **small}, finalize=small)
+    summary = run_guarded(pipeline_flow, params)
+    summary |= {"synthetic": True, "notice": notice, "corpus": str(out_dir.resolve()),
+                "corpus_counts": corpus}
     if as_json:
-        print(json.dumps(summary, sort_keys=True))
+        print(json.dumps(summary, sort_keys=True, default=str))
         return
     out.print(f"generated {corpus['clips']} synthetic clips in {summary['corpus']} "
               f"({corpus['train']} labelled, {corpus['candidate']} candidates)", highlight=False)
-    show_ingest(summary["ingest"])
-    show_features(summary["features"])
-    show_teacher(summary["teacher"])
-    show_train(summary["train"])
-    predicted = summary["predict"]
-    out.print(f"submission ({predicted['predicted']} candidates): {predicted['submission']}", highlight=False)
-    out.print(f"workspace: {ws} (try `mersemi status -w {ws}`); pseudo-labelling rounds and the "
-              "audit land in later releases", highlight=False)
+    show_pipeline(summary)
+    out.print(f"workspace: {ws} (try `mersemi status -w {ws}`)", highlight=False)
+
+
+def show_pipeline(summary: dict) -> None:
+    for stage, show in (("ingest", show_ingest), ("features", show_features), ("teacher", show_teacher)):
+        if stage in summary:
+            show(summary[stage])
+    if "mine" in summary:
+        m = summary["mine"]
+        out.print(f"mine (run {m['run_id']}): accepted per round {m['accepted_per_round']}"
+                  + (f", stopped: {m['stopped']}" if m["stopped"] else ""), highlight=False)
+    if "finalize" in summary:
+        f = summary["finalize"]
+        out.print(f"finalize (run {f['run_id']}): {f['n_pseudo']} pseudo-labels, rules kept: "
+                  f"{', '.join(r['rule'] for r in f['rules'] if r['kept']) or 'none'}", highlight=False)
+        out.print(f"submission ({f['candidates']} candidates): {f['submission']}", highlight=False)
+
+
+@app.command()
+def run(
+    dataset_dir: Annotated[Path | None, typer.Argument(help="dataset folder or manifest CSV")] = None,
+    workspace: WorkspaceOpt = None,
+    config: Annotated[Path | None, typer.Option(help="pipeline configuration (YAML)")] = None,
+    setting: Annotated[list[str] | None, typer.Option(
+        "--set", help="SECTION.KEY=VALUE override, e.g. mine.rounds=2 (repeatable)")] = None,
+    stages: Annotated[str | None, typer.Option(help="stages to run, comma-separated")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="print the validated "
+                                               "configuration and exit")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the pipeline (ingest, features, teacher, mine, finalize) as one Prefect flow."""
+    from flows.config import dump_config, load_config
+    from flows.pipeline import pipeline_flow
+
+    params = run_guarded(load_config, config, list(setting or []), dataset_dir=dataset_dir,
+                         workspace=workspace, stages=csv_tuple(stages) if stages else None)
+    if print_config:
+        print(dump_config(params), end="")
+        return
+    summary = run_guarded(pipeline_flow, params)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True, default=str))
+        return
+    show_pipeline(summary)
 
 
 def parse_settings(settings: list[str]) -> dict[str, dict]:

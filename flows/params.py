@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.extractors import DEFAULT_SET, EXTRACTORS
 from storage.labels import MER2025_LABELS, parse_label_set
 from tasks.rerank import DEFAULT_RULES, Rule
+from tasks.teacher import ENRICH_PROMPT, LABEL_PROMPT, ORDERS
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class IngestParams(BaseModel):
@@ -53,6 +56,53 @@ class FeaturesParams(BaseModel):
             raise ValueError(f"unknown extractor(s) {', '.join(unknown)}; "
                              f"choose from {', '.join(EXTRACTORS)}")
         return tuple(dict.fromkeys(value))
+
+
+class TeacherParams(BaseModel):
+    """The teacher stage's settings. The API key is not one of them: it comes from the
+    environment or a Prefect Secret block, so it never lands in the recorded parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workspace: Path = Field(description="workspace folder (artifact store and catalog)")
+    dataset: str | None = Field(default=None, pattern=NAME,
+                                description="an ingested dataset [default: the only one]")
+    split: str = Field(default="candidate", pattern="^(candidate|train|test)$",
+                       description="which clips to ask about")
+    backend: str = Field(default="gemini", pattern="^(gemini|replay|local)$")
+    answers: Path | None = Field(default=None, description="replay: JSONL answers file")
+    predictions: Path | None = Field(default=None, description="Parquet: clip_id, p_<label> "
+                                     "[, model]; orders the pool; the local teacher's answers")
+    model: str | None = Field(default=None, description="model name [gemini: gemini-2.5-flash]")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    prompt: str = Field(default=LABEL_PROMPT, min_length=20, description="label prompt template")
+    enrich_prompt: str = Field(default=ENRICH_PROMPT, min_length=20)
+    media: str = Field(default="mp4", pattern="^(mp4|frames)$",
+                       description="mp4 (inline or File API) or sampled frames + audio")
+    n_frames: int = Field(default=8, ge=1, le=64)
+    inline_max_mb: float = Field(default=18.0, gt=0, le=100)
+    base_url: str | None = Field(default=None, description="API endpoint (tests, proxies)")
+    timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    usd_per_mtok_in: float = Field(default=0.30, ge=0)
+    usd_per_mtok_out: float = Field(default=2.50, ge=0)
+    secret_block: str | None = Field(default=None, pattern=NAME,
+                                     description="Prefect Secret block holding the API key")
+    enrich: bool = Field(default=False, description="also rewrite subtitles with emotional cues")
+    max_requests: int | None = Field(default=None, ge=0, le=10_000_000)
+    max_cost_usd: float | None = Field(default=None, ge=0, le=100_000)
+    rpm: int | None = Field(default=None, ge=1, le=100_000, description="requests per minute")
+    concurrency: int = Field(default=4, ge=1, le=64)
+    order: str = Field(default="auto", pattern="^(" + "|".join(ORDERS) + ")$")
+    retry_attempts: int = Field(default=5, ge=1, le=20)
+    retry_initial_s: float = Field(default=1.0, ge=0, le=600)
+    retry_max_s: float = Field(default=60.0, ge=0, le=3600)
+
+    def gemini_settings(self) -> dict:
+        return {"temperature": self.temperature, "prompt": self.prompt,
+                "enrich_prompt": self.enrich_prompt, "media": self.media, "n_frames": self.n_frames,
+                "inline_max_bytes": int(self.inline_max_mb * 1e6), "base_url": self.base_url,
+                "timeout_s": self.timeout_s, "usd_per_mtok_in": self.usd_per_mtok_in,
+                "usd_per_mtok_out": self.usd_per_mtok_out}
 
 
 class TrainParams(BaseModel):
@@ -151,3 +201,52 @@ class FinalizeParams(TrainParams):
         if bad:
             raise ValueError(f"ensemble members are <fusion>/<head>, e.g. moe/final; got {', '.join(bad)}")
         return tuple(dict.fromkeys(value))
+
+
+STAGES = ("ingest", "features", "teacher", "mine", "finalize")
+
+
+class PipelineParams(BaseModel):
+    """The whole pipeline: where the data and the workspace are, which stages run, and each
+    stage's settings (the fields of that stage's parameters, less dataset and workspace).
+    Every section is validated against its stage's model before anything runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset_dir: Path = Field(description="dataset folder (MER2025 layout or videos) or manifest CSV")
+    workspace: Path = Field(description="workspace folder (artifact store and catalog)")
+    stages: tuple[str, ...] = Field(default=STAGES, min_length=1, description="stages to run, in order")
+    ingest: dict = Field(default_factory=dict, description="IngestParams fields")
+    features: dict = Field(default_factory=dict, description="FeaturesParams fields")
+    teacher: dict = Field(default_factory=lambda: {"backend": "gemini"}, description="TeacherParams fields")
+    mine: dict = Field(default_factory=dict, description="MineParams fields")
+    finalize: dict = Field(default_factory=dict, description="FinalizeParams fields")
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value):
+        unknown = [s for s in value if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+        return tuple(s for s in STAGES if s in value)            # always in pipeline order
+
+    @model_validator(mode="after")
+    def _sections(self):
+        for stage in STAGES:
+            self.stage(stage)                                     # raises on a bad section
+        return self
+
+    def stage(self, name: str) -> BaseModel:
+        """The validated parameters of one stage."""
+        section = dict(getattr(self, name))
+        for key in ("workspace", "dataset_dir"):
+            if key in section:
+                raise ValueError(f"{name}.{key}: set {key} once, at the top of the config")
+        if name == "ingest":
+            return IngestParams(dataset_dir=self.dataset_dir, workspace=self.workspace, **section)
+        dataset = self.ingest.get("dataset")
+        model = {"features": FeaturesParams, "teacher": TeacherParams, "mine": MineParams,
+                 "finalize": FinalizeParams}[name]
+        if dataset and "dataset" not in section:
+            section["dataset"] = dataset
+        return model(workspace=self.workspace, **section)

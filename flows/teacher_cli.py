@@ -58,7 +58,8 @@ def teacher(
     as_json: JsonOpt = False,
 ) -> None:
     """Ask a teacher for labels of the unlabelled clips: cached, rate-limited, within a budget."""
-    from flows.teacher import TeacherParams, teacher_flow
+    from flows.params import TeacherParams
+    from flows.teacher import teacher_flow
     from storage.workspace import resolve
 
     def go():

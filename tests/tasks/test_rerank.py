@@ -209,7 +209,8 @@ def test_teacher_posterior_follows_a_teacher_the_pool_shows_is_reliable():
     final, changes = apply_rules(scores(*rows), LABELS, [Rule("teacher_posterior")], teacher(*answers))
     moved = set(changes["clip_id"])
     assert moved == {f"c{i}" for i in range(0, 300, 3)}
-    assert (changes["after"] == "happy").all() and changes["detail"].str.startswith("teacher says happy").all()
+    assert (changes["after"] == "happy").all()
+    assert changes["detail"].str.startswith("teacher says happy").all()
     assert final.set_index("clip_id").loc["lone", "label"] == "neutral"
 
 
