@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.extractors import DEFAULT_SET, EXTRACTORS
 from storage.labels import MER2025_LABELS, parse_label_set
@@ -233,7 +233,10 @@ class PipelineParams(BaseModel):
     @model_validator(mode="after")
     def _sections(self):
         for stage in STAGES:
-            self.stage(stage)                                     # raises on a bad section
+            try:
+                self.stage(stage)
+            except ValidationError as exc:                        # say which section it was
+                raise ValueError(f"{stage}: {exc}") from None
         return self
 
     def stage(self, name: str) -> BaseModel:

@@ -239,7 +239,8 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
     total_before = sum(already.values())
 
     def needs(n: int) -> dict[str, int]:
-        return {lab: max(0, int(np.ceil(min_ratio * s * (total_before + n) - 1e-9)) - already.get(lab, 0))
+        # Rounded down to whole clips: a floor below one clip asks for none.
+        return {lab: max(0, int(np.floor(min_ratio * s * (total_before + n) + 1e-9)) - already.get(lab, 0))
                 for lab, s in floors.items()}
 
     def short_labels(n: int) -> list[str]:

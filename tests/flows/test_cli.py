@@ -127,8 +127,12 @@ def test_demo_says_it_is_synthetic(tmp_path):
     assert summary["synthetic"] is True and "SYNTHETIC" in summary["notice"]
     assert summary["ingest"]["registered"] == summary["corpus_counts"]["clips"] == 48
     assert summary["ingest"]["errors"] == 0
-    assert summary["stages_run"] == ["ingest", "features", "teacher", "train", "predict"]
-    assert summary["predict"]["candidates"] == 24 and summary["predict"]["fallback"] == 0
+    assert summary["stages"] == ["ingest", "features", "teacher", "mine", "finalize"]
+    assert summary["finalize"]["candidates"] == 24 and summary["finalize"]["fallback"] == 0
+    assert summary["finalize"]["mine_run"] == summary["mine"]["run_id"]
+    assert summary["mine"]["accepted_total"] >= 1
+    import pandas as pd
+    assert len(pd.read_csv(summary["finalize"]["submission"])) == 24
     assert all(e["clips"] == 48 for e in summary["features"]["extractors"].values())
     assert summary["teacher"]["answered"] == 24 and summary["teacher"]["requests"] == 24
     assert "SYNTHETIC" in (tmp_path / "corpus" / "README.txt").read_text()
