@@ -9,16 +9,18 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.params import FinalizeParams
-from flows.train import metric_rows, train_config
+from flows.train import metric_rows, run_key, train_config
 from storage.catalog import now
 from storage.records import (
     accepted_pseudo_labels,
     feature_frames,
+    keyed_run,
     latest_stage_run,
     mine_run,
     record_finalize,
     recorded_run,
     resolve_dataset,
+    stage_summaries,
 )
 from storage.teacher_store import run_answers
 from storage.workspace import Workspace, new_run_id
@@ -37,14 +39,22 @@ def finalize_flow(params: FinalizeParams) -> dict:
     config = train_config(params)
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
-        with recorded_run(ws.catalog, run_id, "finalize", params.model_dump(mode="json"), flow_run.id):
-            # Inputs: registry, newest features, the teacher's answers, the mining run's pseudo-labels.
+        # Inputs: registry, newest features, the teacher's answers, the mining run's pseudo-labels.
+        features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+        teacher = latest_stage_run(ws.catalog, "teacher", state.dataset)
+        mined = mine_run(ws.catalog, state.dataset, params.mine_run)
+        # Same inputs, code and parameters as a finished run: its results stand.
+        key = run_key(ws, "finalize", params.model_copy(update={"mine_run": mined, "out": None}), state,
+                      feature_ids, teacher)
+        prior = keyed_run(ws.catalog, "finalize", key)
+        if prior and prior["status"] == "completed":
+            summary = stage_summaries(ws.catalog, prior["run_id"], "finalize")[0]["summary"]
+            return copy_submission(summary | {"cached": True}, params.out)
+        with recorded_run(ws.catalog, run_id, "finalize", params.model_dump(mode="json"), flow_run.id,
+                          cache_key=key):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
-            teacher = latest_stage_run(ws.catalog, "teacher", state.dataset)
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             tvotes = teacher_votes(answers) if answers is not None else None
-            mined = mine_run(ws.catalog, state.dataset, params.mine_run)
             decisions = accepted_pseudo_labels(ws.catalog, mined).assign(decision="accepted")
             pseudo = accepted_labels(decisions, params.weighting)
             human = training_labels(registry)[["clip_id", "label"]]
@@ -77,12 +87,16 @@ def finalize_flow(params: FinalizeParams) -> dict:
                                                            ("rule_changes", "", len(changes))])
             logger.info("finalize: %d pseudo-labels, %d rule changes, submission %s", len(pseudo),
                         len(changes), summary["submission"])
-    if params.out:
-        params.out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(summary["submission"], params.out)
-        summary["submission_copy"] = str(params.out)
     create_markdown_artifact(key="finalize-summary", markdown=finalize_markdown(summary),
                              description=f"final predictions on {state.dataset}")
+    return copy_submission(summary, params.out)
+
+
+def copy_submission(summary: dict, out) -> dict:
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(summary["submission"], out)
+        summary = summary | {"submission_copy": str(out)}
     return summary
 
 
@@ -103,7 +117,7 @@ def finalize_summary(dataset, run_id, mined, out, pseudo, flags, human, choices,
         "fallback_clips": fallback[:20],
         "label_counts": sub["discrete"].value_counts().to_dict(),
         "submission": submission_path,
-        "validation_clips": len(validation),
+        "validation_clips": len(validation), "cached": False,
     }
 
 

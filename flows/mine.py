@@ -6,16 +6,20 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.faults import checkpoint
 from flows.params import MineParams
-from flows.train import train_config
+from flows.train import run_key, train_config
 from storage.catalog import now
 from storage.records import (
+    accepted_pseudo_labels,
     feature_frames,
     finish_run,
+    keyed_run,
     latest_stage_run,
     record_round,
     recorded_run,
     resolve_dataset,
+    stage_summaries,
 )
 from storage.teacher_store import run_answers
 from storage.workspace import Workspace, new_run_id
@@ -27,6 +31,7 @@ from tasks.mine import (
     label_counts,
     merge_accepted,
     mine_round_task,
+    resume_rounds,
     stop_reason,
     usable_pool,
 )
@@ -43,19 +48,35 @@ def mine_flow(params: MineParams) -> dict:
     rounds: list[dict] = []
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
-        with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id):
-            # Inputs: registry, newest features, and the newest teacher run's answers.
+        # Inputs: registry, newest features, and the newest teacher run's answers.
+        features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+        teacher = latest_stage_run(ws.catalog, "teacher", state.dataset)
+        key = run_key(ws, "mine", params, state, feature_ids, teacher)
+        # Same inputs, code and parameters as an earlier run: reuse it, or resume it if it broke.
+        prior = keyed_run(ws.catalog, "mine", key)
+        if prior and prior["status"] == "completed":
+            return mine_result(ws, prior["run_id"], state.dataset, cached=True)
+        resume = prior is not None
+        run_id = prior["run_id"] if resume else run_id
+        with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id,
+                          cache_key=key, resume=resume):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
-            teacher = latest_stage_run(ws.catalog, "teacher", state.dataset)
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             human = training_labels(registry)[["clip_id", "label"]]
-            pool, accepted, best_cv = usable_pool(registry), None, None
-            for r in range(1, params.rounds + 1):
+            # Rounds a broken run already recorded are kept as they are, not decided again.
+            done = [row["summary"] for row in stage_summaries(ws.catalog, run_id, "mine")]
+            accepted, pool, best_cv = resume_rounds(done, accepted_pseudo_labels(ws.catalog, run_id),
+                                                    usable_pool(registry), params.weighting)
+            rounds = list(done)
+            if done:
+                logger.info("resuming mine run %s after round %d", run_id, len(done))
+            last = len(done) if done and done[-1]["stopped"] else params.rounds
+            for r in range(len(done) + 1, last + 1):
                 started = now()
                 # Train on the human labels plus every clip accepted so far; predict the pool.
                 out = train_task(registry, features, state.labels, config, ws.artifacts, run_id,
                                  extra_labels=accepted, stage=f"round-{r}")
+                checkpoint(f"mine:round-{r}:trained")
                 # Vote on the clips still in the pool; decide; keep the labels balanced.
                 result = mine_round_task(pool, out["result"].predictions, out["result"].oof, human,
                                          answers, state.labels, params.voters, policy,
@@ -79,14 +100,21 @@ def mine_flow(params: MineParams) -> dict:
                 pool = sorted(set(pool) - set(new["clip_id"]))
                 best_cv = max(best_cv or 0.0, result.cv_weighted_f1)
             finish_run(ws.catalog, run_id, "completed")
-    summary = {"run_id": run_id, "dataset": state.dataset, "rounds": rounds,
-               "accepted_per_round": [r["accepted"] for r in rounds],
-               "accepted_total": sum(r["accepted"] for r in rounds if not r["stopped"]),
-               "stopped": rounds[-1]["stopped"] if rounds else None,
-               "workspace": str(ws.root)}
+    summary = mine_result(ws, run_id, state.dataset, resumed_after=len(done) if resume else None)
     create_markdown_artifact(key="mine-summary", markdown=mine_markdown(summary),
                              description=f"pseudo-label mining on {state.dataset}")
     return summary
+
+
+def mine_result(ws: Workspace, run_id: str, dataset: str, cached: bool = False,
+                resumed_after: int | None = None) -> dict:
+    """A mining run's summary, from its recorded rounds."""
+    rounds = [row["summary"] for row in stage_summaries(ws.catalog, run_id, "mine")]
+    return {"run_id": run_id, "dataset": dataset, "rounds": rounds,
+            "accepted_per_round": [r["accepted"] for r in rounds],
+            "accepted_total": sum(r["accepted"] for r in rounds if not r["stopped"]),
+            "stopped": rounds[-1]["stopped"] if rounds else None,
+            "cached": cached, "resumed_after_round": resumed_after, "workspace": str(ws.root)}
 
 
 def round_summary(r: int, dataset: str, pool: int, result, stop: str | None) -> dict:

@@ -11,6 +11,8 @@ from prefect.runtime import flow_run
 from flows.params import PredictParams, TrainParams
 from storage.catalog import now
 from storage.records import (
+    artifact_hashes,
+    content_key,
     feature_frames,
     latest_stage_run,
     record_stage_run,
@@ -29,6 +31,15 @@ def train_config(params: TrainParams) -> TrainConfig:
     """The training settings of a run's parameters (train and mine share them)."""
     return TrainConfig(fusions=params.fusions, experts=params.experts, folds=params.folds,
                        seeds=params.seeds, model=params.model_dump(include=MODEL_SETTINGS))
+
+
+def run_key(ws: Workspace, command: str, params, state, feature_ids: list[str], teacher) -> str:
+    """The content key of a run: its parameters (less the workspace), the registry's, feature
+    sets' and teacher answers' hashes, and the code version."""
+    inputs = {"registry": state.registry_sha256,
+              "features": artifact_hashes(ws.catalog, feature_ids),
+              "teacher": sorted(a["sha256"] for a in teacher[1]) if teacher else None}
+    return content_key(command, params.model_dump(mode="json", exclude={"workspace"}), inputs)
 
 
 def metric_rows(metrics: dict) -> list[tuple[str, str, float]]:

@@ -5,25 +5,75 @@ Each function is one short write transaction, so audit readers get their turn be
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
 
 import pandas as pd
 
 from storage.artifacts import ArtifactRef
 from storage.catalog import Catalog, Session, now
 
-CODE_VERSION = "0.1.0"
+RELEASE = "0.1.0"
+PACKAGES = ("flows", "tasks", "models", "storage")
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The release and a hash of the project's source (Python and SQL): a run's results depend
+    on both, so cache keys include it and a code change invalidates cached runs."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root)).encode())
+                digest.update(path.read_bytes())
+    return f"{RELEASE}+{digest.hexdigest()[:12]}"
+
+
+CODE_VERSION = code_version()
+
+
+def content_key(command: str, params: dict, inputs: dict) -> str:
+    """sha256 of what a run's results depend on: command, parameters, input hashes, code."""
+    blob = json.dumps({"command": command, "params": params, "inputs": inputs, "code": CODE_VERSION},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def keyed_run(catalog: Catalog, command: str, cache_key: str) -> dict | None:
+    """The newest run of `command` with this content key: run_id, status, started_at."""
+    with catalog.reader() as s:
+        rows = s.records("keyed_run", command=command, cache_key=cache_key)
+    return rows[0] if rows else None
+
+
+def stage_summaries(catalog: Catalog, run_id: str, stage: str) -> list[dict]:
+    """The recorded stage rows of a run (round order), summaries parsed."""
+    with catalog.reader() as s:
+        rows = s.records("run_stage_summaries", run_id=run_id, stage=stage)
+    for row in rows:
+        row["summary"] = json.loads(row["summary"]) if isinstance(row["summary"], str) else row["summary"]
+    return rows
+
+
+def artifact_hashes(catalog: Catalog, artifact_ids: Sequence[str]) -> dict[str, str]:
+    with catalog.reader() as s:
+        rows = s.records("artifact_hashes", artifact_ids=list(artifact_ids))
+    return {r["artifact_id"]: r["sha256"] for r in rows}
 
 
 def start_run(catalog: Catalog, run_id: str, command: str, params: dict,
-              flow_run_id: str | None = None) -> None:
+              flow_run_id: str | None = None, cache_key: str | None = None) -> None:
     with catalog.writer() as s:
         s.run("insert_run", run_id=run_id, command=command, started_at=now(), params=params,
-              code_version=CODE_VERSION, flow_run_id=flow_run_id)
+              code_version=CODE_VERSION, flow_run_id=flow_run_id, cache_key=cache_key)
 
 
 def finish_run(catalog: Catalog, run_id: str, status: str, error: str | None = None) -> None:
@@ -97,7 +147,7 @@ def record_ingest(catalog: Catalog, run_id: str, started_at: datetime, params: d
     """
     with catalog.writer() as s:
         s.run("insert_run", run_id=run_id, command="ingest", started_at=started_at,
-              params=params, code_version=CODE_VERSION, flow_run_id=flow_run_id)
+              params=params, code_version=CODE_VERSION, flow_run_id=flow_run_id, cache_key=None)
         record_artifact(s, ref)
         s.register("registry", registry)
         s.run("upsert_clips", dataset=dataset, run_id=run_id)
@@ -214,10 +264,16 @@ def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetim
 
 @contextmanager
 def recorded_run(catalog: Catalog, run_id: str, command: str, params: dict,
-                 flow_run_id: str | None = None) -> Iterator[None]:
-    """A run on record from its start; if the block raises, it is finished as failed with the
-    error (the block finishes a successful run itself, in its last write transaction)."""
-    start_run(catalog, run_id, command, params, flow_run_id)
+                 flow_run_id: str | None = None, cache_key: str | None = None,
+                 resume: bool = False) -> Iterator[None]:
+    """A run on record from its start (or, with `resume`, a broken run taken up again); if the
+    block raises, it is finished as failed with the error (the block finishes a successful run
+    itself, in its last write transaction)."""
+    if resume:
+        with catalog.writer() as s:
+            s.run("resume_run", run_id=run_id, flow_run_id=flow_run_id)
+    else:
+        start_run(catalog, run_id, command, params, flow_run_id, cache_key)
     try:
         yield
     except BaseException as exc:

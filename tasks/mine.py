@@ -412,6 +412,18 @@ def accepted_labels(decisions: pd.DataFrame, weighting: str = "hard") -> pd.Data
     return frame.reset_index(drop=True)
 
 
+def resume_rounds(done: Sequence[dict], accepted: pd.DataFrame, pool: Sequence[str], weighting: str
+                  ) -> tuple[pd.DataFrame | None, list[str], float | None]:
+    """(pseudo-labels so far, remaining pool, best CV F1) of a run whose rounds `done` (their
+    summaries) are recorded, with `accepted` its accepted decisions (clip_id, label,
+    confidence): what the next round starts from. Nothing recorded: the fresh start."""
+    if not done:
+        return None, list(pool), None
+    labels = accepted_labels(accepted.assign(decision="accepted"), weighting)
+    used = [r["cv_weighted_f1"] for r in done if not r["stopped"]]
+    return labels, sorted(set(pool) - set(labels["clip_id"])), max(used) if used else None
+
+
 def label_counts(accepted: pd.DataFrame | None) -> dict[str, int]:
     """Accepted pseudo-labels so far, per label."""
     if accepted is None or not len(accepted):

@@ -3,7 +3,12 @@ decisions, the submission, invariants."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -32,7 +37,7 @@ def featured(tmp_path_factory, synthetic_corpus):
 @pytest.fixture(scope="module")
 def mined(featured):
     code, summary, text = mersemi("mine", "-w", str(featured / "ws"), "--json", "--rounds", "2", *FAST,
-                                  "--policy", "vote", "--quorum", "3")
+                                  "--policy", "vote", "--quorum", "3", "--target-precision", "0.6")
     assert code == 0, text
     return featured, summary
 
@@ -97,3 +102,61 @@ def test_finalize_writes_a_submission_for_every_candidate_and_records_why(mined,
     assert (changes["before"] == "worried").all()
     assert len(flags) == summary["flagged_labels"] and (flags["action"] == "down-weighted").all()
     assert human["n"].iloc[0] > 0
+
+
+def test_same_inputs_and_parameters_reuse_the_finished_runs(mined):
+    root, first = mined
+    ws = str(root / "ws")
+    code, again, text = mersemi("mine", "-w", ws, "--json", "--rounds", "2", *FAST, "--policy", "vote",
+                                "--quorum", "3", "--target-precision", "0.6")
+    assert code == 0, text
+    assert again["cached"] is True and again["run_id"] == first["run_id"]
+    assert again["accepted_per_round"] == first["accepted_per_round"]
+    code, changed, _ = mersemi("mine", "-w", ws, "--json", "--rounds", "1", *FAST, "--policy", "vote",
+                               "--quorum", "3", "--target-precision", "0.6")
+    assert code == 0 and changed["cached"] is False and changed["run_id"] != first["run_id"]
+
+
+def run_cli(args: list[str], env, log) -> int:
+    """Run a mersemi command in its own session, output to files (a killed process may leave
+    its embedded Prefect server behind holding pipes: files and a group kill end both)."""
+    with open(f"{log}.out", "w") as out, open(log, "w") as err:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=err, start_new_session=True)
+        try:
+            return proc.wait(timeout=600)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_mining_run_killed_mid_round_resumes_without_deciding_twice(featured):
+    ws = featured / "ws"
+    args = [sys.executable, "-m", "flows.cli", "mine", "-w", str(ws), "--json", "--rounds", "3",
+            "--folds", "2", "--seeds", "0", "--epochs", "25", "--policy", "consensus",
+            "--target-precision", "0.5"]
+    env = os.environ | {"MERSEMI_KILL_AT": "mine:round-2:trained"}
+    killed = run_cli(args, env, featured / "killed.log")
+    assert killed == -signal.SIGKILL, (featured / "killed.log").read_text()[-2000:]
+    catalog = Catalog(ws / "catalog.duckdb")
+    with catalog.reader() as s:
+        run = s.query("SELECT run_id, status FROM runs WHERE command = 'mine' "
+                      "ORDER BY started_at DESC LIMIT 1")
+        run_id = run["run_id"].iloc[0]
+        before = s.query("SELECT * FROM clip_decisions WHERE run_id = ? ORDER BY ALL", [run_id])
+    assert run["status"].iloc[0] == "running" and set(before["round"]) == {1}   # round 2 never recorded
+    resumed = run_cli(args, os.environ, featured / "resumed.log")
+    assert resumed == 0, (featured / "resumed.log").read_text()[-2000:]
+    summary = json.loads((featured / "resumed.log.out").read_text().strip().splitlines()[-1])
+    assert summary["run_id"] == run_id and summary["resumed_after_round"] == 1
+    assert catalog.failed_checks() == {}
+    with catalog.reader() as s:
+        after = s.query("SELECT * FROM clip_decisions WHERE run_id = ? ORDER BY ALL", [run_id])
+        status = s.query("SELECT status FROM runs WHERE run_id = ?", [run_id])["status"].iloc[0]
+    assert status == "completed"
+    pd.testing.assert_frame_equal(after[after["round"] == 1].reset_index(drop=True), before)  # kept as is
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1)) and len(rounds) >= 2
+    per_round = after.groupby("round")["clip_id"].agg(["count", "nunique"])
+    assert (per_round["count"] == per_round["nunique"]).all()                  # nothing decided twice
+    accepted = after[after["decision"] == "accepted"]
+    assert accepted["clip_id"].is_unique                                         # nor accepted twice
