@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from flows.faults import checkpoint
@@ -92,6 +92,8 @@ def mine_flow(params: MineParams) -> dict:
                              summary, round_metrics(result), refs, [state.registry_artifact_id, *feature_ids])
                 logger.info("round %d: %d of %d accepted %s", r, summary["accepted"], len(pool),
                             result.accepted_by_label)
+                round_artifacts(summary, [ws.artifacts.path(ref) for ref in refs
+                                          if ref.path.endswith(".parquet")])
                 if stop:
                     break
                 # Accepted clips join training and leave the pool.
@@ -115,6 +117,27 @@ def mine_result(ws: Workspace, run_id: str, dataset: str, cached: bool = False,
             "accepted_total": sum(r["accepted"] for r in rounds if not r["stopped"]),
             "stopped": rounds[-1]["stopped"] if rounds else None,
             "cached": cached, "resumed_after_round": resumed_after, "workspace": str(ws.root)}
+
+
+def round_artifacts(summary: dict, parquet_files: list) -> None:
+    """The round in the Prefect UI: accepted clips per label (a table) and a markdown summary
+    with its metrics and links to its Parquet files."""
+    r = summary["round"]
+    rows = [{"label": lab, "accepted": n, "threshold": summary["thresholds"].get(lab)}
+            for lab, n in sorted(summary["accepted_by_label"].items())]
+    create_table_artifact(key=f"mine-round-{r}-accepted", table=rows or [{"label": "", "accepted": 0}],
+                          description=f"round {r}: accepted pseudo-labels per label")
+    estimate = summary.get("estimate") or {}
+    lines = [f"# Round {r} on `{summary['dataset']}`", "",
+             f"- pool: {summary['pool']}, accepted: {summary['accepted']}",
+             f"- CV weighted F1 on human labels: {summary['cv_weighted_f1']:.3f}",
+             f"- stopped: {summary['stopped'] or 'no'}"]
+    if estimate:
+        lines.append(f"- calibration temperature: {estimate['temperature']:.2f}; teacher's estimated "
+                     f"accuracy per label: {estimate['teacher_accuracy']}")
+    lines += ["", "Artifacts:"] + [f"- [{p.name}](file://{p})" for p in parquet_files]
+    create_markdown_artifact(key=f"mine-round-{r}", markdown="\n".join(lines),
+                             description=f"round {r} summary")
 
 
 def round_summary(r: int, dataset: str, pool: int, result, stop: str | None) -> dict:

@@ -19,6 +19,7 @@ from storage.records import (
     recorded_run,
     resolve_dataset,
 )
+from storage.teacher_store import answers_digest
 from storage.workspace import Workspace, new_run_id
 from tasks.predict import load_models, majority_label, predict_task, save_predictions
 from tasks.train import TrainConfig, train_task
@@ -37,8 +38,8 @@ def run_key(ws: Workspace, command: str, params, state, feature_ids: list[str], 
     """The content key of a run: its parameters (less the workspace), the registry's, feature
     sets' and teacher answers' hashes, and the code version."""
     inputs = {"registry": state.registry_sha256,
-              "features": artifact_hashes(ws.catalog, feature_ids),
-              "teacher": sorted(a["sha256"] for a in teacher[1]) if teacher else None}
+              "features": sorted(artifact_hashes(ws.catalog, feature_ids).values()),
+              "teacher": answers_digest(ws.catalog, teacher[0]) if teacher else None}
     return content_key(command, params.model_dump(mode="json", exclude={"workspace"}), inputs)
 
 

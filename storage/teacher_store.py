@@ -9,6 +9,7 @@ transaction.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import pandas as pd
@@ -76,3 +77,11 @@ def run_answers(catalog: Catalog, run_id: str) -> pd.DataFrame:
     """Every pool clip of a teacher run with its outcome and answer (audit, tests)."""
     with catalog.reader() as s:
         return s.frame("teacher_run_answers", run_id=run_id)
+
+
+def answers_digest(catalog: Catalog, run_id: str) -> str:
+    """sha256 of what a teacher run answered (clip, question, outcome, label, scores), without
+    what differs between runs that asked the same (cache hits, attempts): a content key."""
+    frame = run_answers(catalog, run_id)[["clip_id", "question", "outcome", "status", "label", "scores"]]
+    blob = frame.astype(str).to_csv(index=False).encode()
+    return hashlib.sha256(blob).hexdigest()
