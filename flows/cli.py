@@ -384,6 +384,40 @@ def finalize(
 
 
 @app.command()
+def serve(
+    config: Annotated[Path, typer.Option(help="pipeline configuration (YAML) the runs use")],
+    setting: Annotated[list[str] | None, typer.Option("--set", help="SECTION.KEY=VALUE override")] = None,
+    cron: Annotated[str, typer.Option(help="schedule (cron, UTC)")] = "0 2 * * *",
+    name: Annotated[str, typer.Option(help="deployment name")] = "nightly-round",
+) -> None:
+    """Serve the pipeline from this host on a schedule (no work pool needed); Ctrl-C stops.
+
+    Each scheduled run re-ingests the dataset: clips added since the last run are the only ones
+    that cost feature extraction and teacher calls (the rest come from the caches)."""
+    from flows.config import load_config
+    from flows.pipeline import pipeline_flow
+
+    params = run_guarded(load_config, config, list(setting or []))
+    out.print(f"serving pipeline `{name}` on cron {cron!r} (UTC) for {params.dataset_dir}", highlight=False)
+    pipeline_flow.serve(name=name, cron=cron, parameters={"params": params.model_dump(mode="json")},
+                        limit=1)
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 4200,
+) -> None:
+    """Start a Prefect server with its UI (loopback by default); point PREFECT_API_URL at it."""
+    import os
+
+    out.print(f"Prefect UI on http://{host}:{port}; in other shells: "
+              f"export PREFECT_API_URL=http://{host}:{port}/api", highlight=False)
+    prefect = Path(sys.executable).parent / "prefect"
+    os.execv(str(prefect), [str(prefect), "server", "start", "--host", host, "--port", str(port)])
+
+
+@app.command()
 def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Datasets, clip counts by split and status, and the latest runs of a workspace."""
     from storage.workspace import Workspace
