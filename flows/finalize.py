@@ -25,7 +25,7 @@ from storage.records import (
 from storage.teacher_store import run_answers
 from storage.workspace import Workspace, new_run_id
 from tasks.finalize import ensemble_task, final_frame, save_final, submission
-from tasks.mine import accepted_labels, label_answers, teacher_votes
+from tasks.mine import label_answers, pseudo_labels, teacher_votes
 from tasks.predict import majority_label
 from tasks.refine import flag_rate, label_weights, refine_task
 from tasks.rerank import choices_json, rerank_task
@@ -55,15 +55,11 @@ def finalize_flow(params: FinalizeParams) -> dict:
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             tvotes = teacher_votes(answers) if answers is not None else None
-            decisions = accepted_pseudo_labels(ws.catalog, mined).assign(decision="accepted")
-            pseudo = accepted_labels(decisions, params.weighting)
+            pseudo = pseudo_labels(accepted_pseudo_labels(ws.catalog, mined), params.weighting)
             human = training_labels(registry)[["clip_id", "label"]]
             # Label refinement on the first round's out-of-fold predictions (human labels only).
             flags = refine_task(ws.artifacts.load(f"{mined}/round-1/oof.parquet"), human, state.labels,
-                                tvotes, params.min_sources,
-                                params.down_weight if params.refine == "down-weight" else None)
-            if params.refine == "off":
-                flags = flags.iloc[0:0]
+                                tvotes, params.min_sources, params.refine, params.down_weight)
             # Second stage: retrain on the human labels plus every accepted pseudo-label.
             out = train_task(registry, features, state.labels, config, ws.artifacts, run_id,
                              extra_labels=pseudo, stage="final", human_weights=label_weights(flags))

@@ -412,6 +412,11 @@ def accepted_labels(decisions: pd.DataFrame, weighting: str = "hard") -> pd.Data
     return frame.reset_index(drop=True)
 
 
+def pseudo_labels(accepted: pd.DataFrame, weighting: str = "hard") -> pd.DataFrame:
+    """clip_id, label, weight of recorded acceptances (clip_id, label, confidence)."""
+    return accepted_labels(accepted.assign(decision="accepted"), weighting)
+
+
 def resume_rounds(done: Sequence[dict], accepted: pd.DataFrame, pool: Sequence[str], weighting: str
                   ) -> tuple[pd.DataFrame | None, list[str], float | None]:
     """(pseudo-labels so far, remaining pool, best CV F1) of a run whose rounds `done` (their
@@ -419,7 +424,7 @@ def resume_rounds(done: Sequence[dict], accepted: pd.DataFrame, pool: Sequence[s
     confidence): what the next round starts from. Nothing recorded: the fresh start."""
     if not done:
         return None, list(pool), None
-    labels = accepted_labels(accepted.assign(decision="accepted"), weighting)
+    labels = pseudo_labels(accepted, weighting)
     used = [r["cv_weighted_f1"] for r in done if not r["stopped"]]
     return labels, sorted(set(pool) - set(labels["clip_id"])), max(used) if used else None
 

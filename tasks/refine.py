@@ -82,11 +82,20 @@ def flag_rate(flags: pd.DataFrame, human: pd.DataFrame) -> dict[str, float]:
     return {lab: float(np.round(f.get(lab, 0) / n[lab], 4)) for lab in n.index}
 
 
+MODES = ("off", "flag", "down-weight")
+
+
 def refine(oof: pd.DataFrame, human: pd.DataFrame, labels: Sequence[str], teacher: pd.DataFrame | None,
-           min_sources: int = 3, down_weight: float | None = None) -> pd.DataFrame:
+           min_sources: int = 3, mode: str = "flag", down_weight: float = 0.5) -> pd.DataFrame:
     """The whole stage: every head's and the teacher's votes on the human-labelled clips, then
-    the flags (see `refine_labels`)."""
-    return refine_labels(human, source_votes(oof, labels, teacher), min_sources, down_weight)
+    the flags (see `refine_labels`); `mode` off: none, flag: report only, down-weight: also
+    train them at `down_weight`."""
+    if mode not in MODES:
+        raise ValueError(f"unknown refinement mode {mode!r}; choose {', '.join(MODES)}")
+    if mode == "off":
+        return pd.DataFrame(columns=FLAG_COLUMNS)
+    return refine_labels(human, source_votes(oof, labels, teacher), min_sources,
+                         down_weight if mode == "down-weight" else None)
 
 
 refine_task = task(refine, name="refine-labels", cache_policy=NO_CACHE)

@@ -219,3 +219,17 @@ def test_teacher_posterior_is_kept_without_labelled_teacher_answers_and_says_so(
     truth = pd.DataFrame({"clip_id": ["a"], "label": ["neutral"]})
     choice = select_rules(oof, truth, LABELS, [Rule("teacher_posterior")])[0]
     assert choice.kept and "kept without validation" in choice.reason and "EM" in choice.reason
+
+
+def test_refine_modes():
+    from tasks.refine import refine
+
+    oof = pd.concat([scores(("a", [0, 0, 0, 0.9, 0.1])).assign(fusion="moe", head=h, seed=0)
+                     for h in ("final", "fused", "expert:x")])
+    human = pd.DataFrame({"clip_id": ["a"], "label": ["happy"]})
+    assert refine(oof, human, LABELS, None, 3, "off").empty
+    assert refine(oof, human, LABELS, None, 3, "flag")["action"].tolist() == ["flagged"]
+    weighted = refine(oof, human, LABELS, None, 3, "down-weight", 0.25)
+    assert weighted[["action", "weight"]].values.tolist() == [["down-weighted", 0.25]]
+    with pytest.raises(ValueError, match="unknown refinement mode"):
+        refine(oof, human, LABELS, None, 3, "rewrite")
