@@ -51,6 +51,18 @@ async def _admin(*statements: str) -> None:
         await con.close()
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group; SIGKILL what is left after 30 s."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def compose_service(name: str) -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][name]
 
@@ -95,9 +107,7 @@ def compose_server(tmp_path):
                         + (tmp_path / "server.log").read_text()[-3000:])
         yield api, base | {"PREFECT_API_URL": api}, db
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop(proc)
         log.close()
         asyncio.run(_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
 
@@ -153,9 +163,7 @@ def test_a_deployment_runs_through_the_postgres_backed_server_and_a_worker(compo
                     break
                 time.sleep(3)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
+            stop(worker)
             log.close()
         assert state and state["type"] == "COMPLETED", (
             json.dumps(state) + "\n" + (tmp_path / "worker.log").read_text()[-4000:])

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pandas as pd
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
 
 from storage.catalog import Catalog
 from tests.flows.test_cli import mersemi
@@ -29,26 +38,27 @@ def test_pipeline_runs_every_stage_as_a_subflow_with_artifacts(synthetic_corpus,
     sub = pd.read_csv(summary["finalize"]["submission"])
     assert len(sub) == summary["ingest"]["by_split"]["candidate"]
     with get_client(sync_client=True) as client:
-        flows = {f.id: f.name for f in client.read_flows()}
-        runs = client.read_flow_runs()
-        pipeline = [r for r in runs if flows[r.flow_id] == "pipeline"]
-        assert len(pipeline) == 1 and pipeline[0].state.is_completed()
+        # The pipeline run of this workspace (the session's server holds other tests' runs too).
+        pipelines = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["pipeline"])))
+        mine_pipeline = [r for r in pipelines if r.parameters["params"]["workspace"] == str(ws)]
+        assert len(mine_pipeline) == 1 and mine_pipeline[0].state.is_completed()
+        pid = mine_pipeline[0].id
         # Each stage is a subflow run of the pipeline, completed, in order.
-        parents = {t.id: t.flow_run_id for t in client.read_task_runs()}
-        children = sorted((r for r in runs if r.parent_task_run_id and
-                           parents.get(r.parent_task_run_id) == pipeline[0].id), key=lambda r: r.start_time)
+        children = sorted(client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pid]))), key=lambda r: r.start_time)
+        flows = {f.id: f.name for f in client.read_flows()}
         assert [flows[r.flow_id] for r in children] == summary["stages"]
         assert all(r.state.is_completed() for r in children)
-        # The stages' own tasks ran under them (sharded features, training, voting, ...).
+        # The stages' own tasks ran under them (training and the vote of each round).
         mine_run = next(r for r in children if flows[r.flow_id] == "mine")
-        mine_tasks = [t for t in client.read_task_runs() if t.flow_run_id == mine_run.id]
+        mine_tasks = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[mine_run.id])))
         assert {"train-baseline", "mine-round"} <= {t.name.rsplit("-", 1)[0] for t in mine_tasks}, \
             [t.name for t in mine_tasks]
-        keys = {a.key for a in client.read_artifacts() if a.key}
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[pid, *(r.id for r in children)])))
         assert {"pipeline-summary", "mine-summary", "mine-round-1", "mine-round-1-accepted",
-                "finalize-summary"} <= keys
-        one = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[pipeline[0].id])))
-        assert one[0].parameters["params"]["workspace"] == str(ws)
+                "finalize-summary"} <= {a.key for a in artifacts}
     assert Catalog(ws / "catalog.duckdb").failed_checks() == {}
 
     # Warm re-run, nothing changed: every stage reuses what it recorded.

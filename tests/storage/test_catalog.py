@@ -51,7 +51,7 @@ def test_writer_rolls_back_when_the_block_raises(tmp_path):
     cat = Catalog(tmp_path / "c.duckdb")
     with pytest.raises(RuntimeError), cat.writer() as s:
         s.run("insert_run", run_id="r1", command="ingest", started_at=now(), params={},
-              code_version="x", flow_run_id=None)
+              code_version="x", flow_run_id=None, cache_key=None)
         raise RuntimeError("crash half-way")
     with cat.reader() as s:
         assert s.frame("list_runs", limit=10).empty
@@ -118,7 +118,7 @@ def test_parameters_are_bound_not_pasted(tmp_path):
     cat = Catalog(tmp_path / "c.duckdb")
     with cat.writer() as s:
         s.run("insert_run", run_id="x'); DROP TABLE runs; --", command="ingest",
-              started_at=now(), params={"a": 1}, code_version="v", flow_run_id=None)
+              started_at=now(), params={"a": 1}, code_version="v", flow_run_id=None, cache_key=None)
     with cat.reader() as s:
         runs = s.frame("list_runs", limit=5)
     assert runs["run_id"].tolist() == ["x'); DROP TABLE runs; --"]
