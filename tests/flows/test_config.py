@@ -70,3 +70,12 @@ def test_run_prints_the_config_and_refuses_bad_ones_with_exit_2(tmp_path):
     assert code == 0 and "rounds: 7" in text and "policy: consensus" in text
     code, _, text = mersemi("run", "--config", str(path), "--set", "mine.rounds=-1")
     assert code == 2 and "mine: 1 validation error for MineParams\nrounds" in text
+
+
+def test_serve_validates_its_config_before_serving(tmp_path):
+    code, _, text = mersemi("serve", "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "does not exist" in text
+    path = tmp_path / "x.yaml"
+    path.write_text(CONFIG)
+    code, _, text = mersemi("serve", "--config", str(path), "--set", "finalize.ensemble=median")
+    assert code == 2 and "finalize" in text and "ensemble" in text
