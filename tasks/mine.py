@@ -290,17 +290,15 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
 def head_votes(predictions: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.DataFrame:
     """clip_id, <voter>:label, <voter>:confidence from the fold-averaged rows of one head
     (`voter` = "<fusion>/<head>", e.g. "moe/final" or "moe/expert:audio_text")."""
-    fusion, head = voter.split("/", 1)
-    rows = predictions[(predictions["seed"] == "mean") & (predictions["fusion"] == fusion)
-                       & (predictions["head"] == head)]
+    rows = pool_probs(predictions, voter, labels)
     if rows.empty:
         raise ValueError(f"voter {voter!r} is not among the predictions' heads")
-    probs = rows[[f"p_{lab}" for lab in labels]].to_numpy()
+    probs = rows.to_numpy()
     known = ~np.isnan(probs).any(axis=1)
     best = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
     chosen = [labels[i] if k else None for i, k in zip(best, known, strict=True)]
     confidence = np.where(known, np.nan_to_num(probs, nan=0.0).max(axis=1), np.nan)
-    return pd.DataFrame({"clip_id": rows["clip_id"].to_numpy(), f"{voter}:label": chosen,
+    return pd.DataFrame({"clip_id": rows.index.to_numpy(), f"{voter}:label": chosen,
                          f"{voter}:confidence": confidence})
 
 
@@ -329,13 +327,12 @@ def oof_confidences(oof: pd.DataFrame, truth: pd.DataFrame, voter: str,
                     labels: Sequence[str]) -> pd.DataFrame:
     """truth, label, confidence of one head's seed-averaged out-of-fold predictions, for
     `label_thresholds` (only human-labelled clips: `truth` has clip_id, label)."""
-    fusion, head = voter.split("/", 1)
-    rows = oof[(oof["fusion"] == fusion) & (oof["head"] == head)]
-    cols = [f"p_{lab}" for lab in labels]
-    mean = rows.groupby("clip_id")[cols].mean().dropna()
-    mean = mean.loc[mean.index.intersection(truth["clip_id"])]
-    probs = mean.to_numpy()
-    return pd.DataFrame({"truth": truth.set_index("clip_id").loc[mean.index, "label"].to_numpy(),
+    return confidences(*oof_probs(oof, truth, voter, labels), labels)
+
+
+def confidences(probs: np.ndarray, truth: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
+    """truth, label, confidence from probabilities and true label indices (`oof_probs`)."""
+    return pd.DataFrame({"truth": [labels[i] for i in truth],
                          "label": [labels[i] for i in probs.argmax(axis=1)],
                          "confidence": probs.max(axis=1)})
 
@@ -361,7 +358,8 @@ def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataF
     """
     from models.metrics import evaluate
 
-    conf = oof_confidences(oof, human, policy.baseline, labels)
+    probs, truth = oof_probs(oof, human, policy.baseline, labels)
+    conf = confidences(probs, truth, labels)
     votes = vote_table(pool_ids, predictions, answers, voters, labels)
     share = human["label"].value_counts(normalize=True).to_dict()
     thresholds, estimate = {}, {}
@@ -370,7 +368,6 @@ def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataF
         decisions = balance(decide(votes, voters, thresholds, policy), share, policy.min_share_ratio)
     else:
         decisions = decide(votes, voters, None, policy)
-        probs, truth = oof_probs(oof, human, policy.baseline, labels)
         temperature = fit_temperature(probs, truth)
         teacher = votes.set_index("clip_id")[f"{policy.teacher}:label"] if policy.teacher in voters else None
         rho, confusion = estimated_precision(decisions, pool_probs(predictions, policy.baseline, labels),
