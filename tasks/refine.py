@@ -19,6 +19,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.finalize import seed_mean
+
 FLAG_COLUMNS = ["clip_id", "label", "alternative", "n_sources", "agree", "sources", "action", "weight"]
 
 
@@ -28,12 +30,11 @@ def source_votes(oof: pd.DataFrame, labels: Sequence[str], teacher: pd.DataFrame
     (source `<fusion>/<head>`), and the teacher's (`teacher`) where it answered."""
     cols = [f"p_{lab}" for lab in labels]
     parts = []
-    for (fusion, head), group in oof.groupby(["fusion", "head"], sort=True):
-        mean = group.groupby("clip_id")[cols].mean().dropna()
-        if mean.empty:
-            continue
-        p = mean.to_numpy()
-        parts.append(pd.DataFrame({"clip_id": mean.index, "source": f"{fusion}/{head}",
+    mean = seed_mean(oof, labels).dropna(subset=cols)
+    if len(mean):
+        p = mean[cols].to_numpy()
+        source = mean["fusion"].astype(str) + "/" + mean["head"].astype(str)
+        parts.append(pd.DataFrame({"clip_id": mean["clip_id"].to_numpy(), "source": source.to_numpy(),
                                    "vote": [labels[i] for i in p.argmax(axis=1)],
                                    "confidence": p.max(axis=1)}))
     if teacher is not None and len(teacher):
