@@ -14,6 +14,7 @@ from storage.catalog import now
 from storage.records import (
     accepted_pseudo_labels,
     feature_frames,
+    feature_set_ids,
     keyed_run,
     latest_stage_run,
     mine_run,
@@ -40,7 +41,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
         # Inputs: registry, newest features, the teacher's answers, the mining run's pseudo-labels.
-        features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+        feature_ids = feature_set_ids(ws.catalog, state.dataset)
         teacher = latest_stage_run(ws.catalog, "teacher", state.dataset)
         mined = mine_run(ws.catalog, state.dataset, params.mine_run)
         # Same inputs, code and parameters as a finished run: its results stand.
@@ -53,6 +54,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
         with recorded_run(ws.catalog, run_id, "finalize", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
+            features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset)
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             tvotes = teacher_votes(answers) if answers is not None else None
             pseudo = pseudo_labels(accepted_pseudo_labels(ws.catalog, mined), params.weighting)

@@ -13,6 +13,7 @@ from storage.catalog import now
 from storage.records import (
     accepted_pseudo_labels,
     feature_frames,
+    feature_set_ids,
     finish_run,
     keyed_run,
     latest_stage_run,
@@ -49,7 +50,7 @@ def mine_flow(params: MineParams) -> dict:
     with ws.exclusive(run_id):
         state = resolve_dataset(ws.catalog, params.dataset)
         # Inputs: registry, newest features, and the newest teacher run's answers.
-        features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+        feature_ids = feature_set_ids(ws.catalog, state.dataset)
         teacher = latest_stage_run(ws.catalog, "teacher", state.dataset)
         key = run_key(ws, "mine", params, state, feature_ids, teacher)
         # Same inputs, code and parameters as an earlier run: reuse it, or resume it if it broke.
@@ -61,6 +62,7 @@ def mine_flow(params: MineParams) -> dict:
         with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key, resume=resume):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
+            features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset)
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             human = training_labels(registry)[["clip_id", "label"]]
             # Rounds a broken run already recorded are kept as they are, not decided again.

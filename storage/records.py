@@ -37,12 +37,9 @@ def code_version() -> str:
     return f"{RELEASE}+{digest.hexdigest()[:12]}"
 
 
-CODE_VERSION = code_version()
-
-
 def content_key(command: str, params: dict, inputs: dict) -> str:
     """sha256 of what a run's results depend on: command, parameters, input hashes, code."""
-    blob = json.dumps({"command": command, "params": params, "inputs": inputs, "code": CODE_VERSION},
+    blob = json.dumps({"command": command, "params": params, "inputs": inputs, "code": code_version()},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -73,7 +70,7 @@ def start_run(catalog: Catalog, run_id: str, command: str, params: dict,
               flow_run_id: str | None = None, cache_key: str | None = None) -> None:
     with catalog.writer() as s:
         s.run("insert_run", run_id=run_id, command=command, started_at=now(), params=params,
-              code_version=CODE_VERSION, flow_run_id=flow_run_id, cache_key=cache_key)
+              code_version=code_version(), flow_run_id=flow_run_id, cache_key=cache_key)
 
 
 def finish_run(catalog: Catalog, run_id: str, status: str, error: str | None = None) -> None:
@@ -147,7 +144,7 @@ def record_ingest(catalog: Catalog, run_id: str, started_at: datetime, params: d
     """
     with catalog.writer() as s:
         s.run("insert_run", run_id=run_id, command="ingest", started_at=started_at,
-              params=params, code_version=CODE_VERSION, flow_run_id=flow_run_id, cache_key=None)
+              params=params, code_version=code_version(), flow_run_id=flow_run_id, cache_key=None)
         record_artifact(s, ref)
         s.register("registry", registry)
         s.run("upsert_clips", dataset=dataset, run_id=run_id)
@@ -212,13 +209,23 @@ def latest_feature_sets(catalog: Catalog, dataset: str) -> list[dict]:
 def feature_frames(catalog: Catalog, store, dataset: str, names: Sequence[str] | None = None
                    ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The newest feature set of each extractor (or of `names`) as frames, and their artifact ids."""
+    sets = _feature_sets(catalog, dataset, names)
+    frames = {s["extractor"]: pd.read_parquet(store.root / s["path"]) for s in sets}
+    return frames, [s["artifact_id"] for s in sets]
+
+
+def feature_set_ids(catalog: Catalog, dataset: str, names: Sequence[str] | None = None) -> list[str]:
+    """The artifact ids `feature_frames` would load, without loading them (for content keys)."""
+    return [s["artifact_id"] for s in _feature_sets(catalog, dataset, names)]
+
+
+def _feature_sets(catalog: Catalog, dataset: str, names: Sequence[str] | None) -> list[dict]:
     sets = latest_feature_sets(catalog, dataset)
     if names:
         sets = [s for s in sets if s["extractor"] in names]
     if not sets:
         raise ValueError(f"no features for dataset {dataset!r}: run `mersemi features` first")
-    frames = {s["extractor"]: pd.read_parquet(store.root / s["path"]) for s in sets}
-    return frames, [s["artifact_id"] for s in sets]
+    return sets
 
 
 def record_stage_run(catalog: Catalog, run_id: str, stage: str, started_at: datetime, refs: list[ArtifactRef],
