@@ -29,7 +29,7 @@ from tasks.finalize import ensemble_task, final_frame, save_final, submission
 from tasks.mine import label_answers, pseudo_labels, teacher_votes
 from tasks.predict import majority_label
 from tasks.refine import flag_rate, label_weights, refine_task
-from tasks.rerank import choices_json, rerank_task
+from tasks.rerank import choices_summary, rerank_task
 from tasks.train import train_task, training_labels
 
 
@@ -108,8 +108,7 @@ def finalize_summary(dataset, run_id, mined, out, pseudo, flags, human, choices,
         "flagged_labels": len(flags), "flag_rate": flag_rate(flags, human),
         "cv_weighted_f1": {f: {h: round(m["weighted_f1"], 4) for h, m in heads.items() if h == "final"}
                            for f, heads in cv.items()},
-        "rules": [{"rule": c.rule.key, "kept": c.kept, "reason": c.reason} for c in choices],
-        "rules_json": choices_json(choices),
+        "rules": choices_summary(choices),
         "rule_changes": changes["rule"].value_counts().to_dict(),
         "candidates": len(sub), "predicted": len(reranked), "fallback": len(fallback),
         "fallback_clips": fallback[:20],

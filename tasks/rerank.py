@@ -32,7 +32,6 @@ reason says so (forcing it is the user's explicit choice, `validate=False`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -248,9 +247,10 @@ def select_rules(oof: pd.DataFrame, truth: pd.DataFrame, labels: Sequence[str], 
     return out
 
 
-def choices_json(choices: Sequence[RuleChoice]) -> str:
-    return json.dumps([{"rule": c.rule.key, **asdict(c.rule), "kept": c.kept, "reason": c.reason,
-                        "validation_f1": c.validation_f1} for c in choices], sort_keys=True)
+def choices_summary(choices: Sequence[RuleChoice]) -> list[dict]:
+    """Per rule tried: its key, name and parameters, kept or not, why, the validation F1 with it."""
+    return [{"rule": c.rule.key, **asdict(c.rule), "kept": c.kept, "reason": c.reason,
+             "validation_f1": c.validation_f1} for c in choices]
 
 
 def rerank(scores: pd.DataFrame, validation: pd.DataFrame, human: pd.DataFrame, labels: Sequence[str],
