@@ -104,41 +104,55 @@ def read_csv(path: Path, required: Sequence[str], optional: Sequence[str] = ()
         raw = raw[3:]
     text = raw.decode("utf-8", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        raise LayoutError(f"{path} is empty: expected a header with {', '.join(required)}")
-    columns = [h.encode("utf-8", "replace").decode().strip().lower() for h in header]
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise LayoutError(
-            f"{path} lacks column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}"
-        )
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise LayoutError(f"{path} is empty: expected a header with {', '.join(required)}")
+        columns = [h.encode("utf-8", "replace").decode().strip().lower() for h in header]
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise LayoutError(
+                f"{path} lacks column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}"
+            )
+        rows, first_line = [], reader.line_num + 1
+        for values in reader:           # a quoted cell may span lines: a row is named by its first
+            if row := _csv_row(columns, values, first_line):
+                rows.append(row)
+            first_line = reader.line_num + 1
+    except csv.Error as exc:            # e.g. an unclosed quote that swallows the rest of the file
+        raise LayoutError(f"{path} cannot be read as CSV at line {reader.line_num}: {exc} "
+                          f"(an unclosed quote?)") from None
     warnings = []
     unknown = [c for c in columns if c not in (*required, *optional)]
     if unknown:
         warnings.append(f"{path.name}: ignored unknown column(s) {', '.join(unknown)}")
-    rows = []
-    for values in reader:
-        if not any(v.strip() for v in values):
-            continue
-        row = CsvRow(line=reader.line_num, values={}, bad_utf8=set())
-        for col, value in zip(columns, values, strict=False):
-            if col in row.values:
-                continue
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                row.bad_utf8.add(col)
-                value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            row.values[col] = value.strip()
-        rows.append(row)
     return rows, warnings
 
 
-def name_error(name: str) -> str | None:
-    """Why a clip name is unsafe as a file name inside the dataset, or None."""
+def _csv_row(columns: list[str], values: list[str], line: int) -> CsvRow | None:
+    """One row's stripped cells by column (the first of repeated columns), None when blank."""
+    if not any(v.strip() for v in values):
+        return None
+    row = CsvRow(line=line, values={}, bad_utf8=set())
+    for col, value in zip(columns, values, strict=False):
+        if col in row.values:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            row.bad_utf8.add(col)
+            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        row.values[col] = value.strip()
+    return row
+
+
+def name_error(name: str, row: CsvRow | None = None, file: str = "") -> str | None:
+    """Why a clip name is unsafe as a file name inside the dataset, or None (`row`: the CSV row
+    that lists it, if any, in `file`)."""
+    if row is not None and "name" in row.bad_utf8:      # read with U+FFFD: no file has that name
+        return f"clip name {name!r} in {file} line {row.line} is not valid UTF-8"
     if not name:
-        return "the clip name is empty"
+        return "the clip name is empty" + (f" in {file} line {row.line}" if row is not None else "")
     if "/" in name or "\\" in name or name in (".", "..") or ".." in name:
         return f"clip name {name!r} contains a path separator or '..'"
     if any(ord(ch) < 32 for ch in name):
@@ -158,7 +172,8 @@ def _dedupe(rows: list[CsvRow], file: str, keys: Sequence[str]
         if len(group) == 1:
             continue
         lines = ", ".join(str(r.line) for r in group)
-        variants = {tuple(r.values.get(k, "").lower() for k in keys) for r in group}
+        # Compared as labels are (case, width and whitespace aside): 'Happy' repeats 'happy'.
+        variants = {tuple(normalize_label(r.values.get(k, "")) for k in keys) for r in group}
         if len(variants) > 1:
             errors[name] = f"listed {len(group)} times in {file} with different values (lines {lines})"
         else:
@@ -225,11 +240,11 @@ def scan_mer2025(root: Path, labels: Sequence[str], text_column: str = "english"
     clips = []
     for name, (file, row, split) in sorted(listed.items()):
         spec = ClipSpec(name=name, split=split)
-        if err := name_error(name):
+        if err := name_error(name, row, file):
             spec.errors.append(err)
         if name in conflicts:
             spec.errors.append(conflicts[name])
-        if split == "train":
+        if split == "train" and name not in conflicts:     # conflicting rows: no label is the right one
             _apply_label(spec, row.values.get("discrete"), labels, file)
             spec.valence = _float_or_none(row.values.get("valence"))
         if not spec.errors:
@@ -273,14 +288,17 @@ def scan_manifest(path: Path, labels: Sequence[str]) -> LayoutScan:
         if raw_split and raw_split not in SPLIT_ALIASES:
             spec.errors.append(f"split {v['split']!r} in {path.name} line {row.line} is not one "
                                f"of {', '.join(SPLITS)}")
-        if err := name_error(name):
+        if err := name_error(name, row, path.name):
             spec.errors.append(err)
         if name in conflicts:
             spec.errors.append(conflicts[name])
-        if split in ("train", "test") or v.get("label"):
+        if (split in ("train", "test") or v.get("label")) and name not in conflicts:
             _apply_label(spec, v.get("label"), labels, path.name)
         if not v.get("video") and not v.get("audio"):
             spec.errors.append(f"{path.name} line {row.line} gives neither a video nor an audio file")
+        for col in ("video", "audio"):
+            if col in row.bad_utf8:     # the path read with U+FFFD would only be "missing"
+                spec.errors.append(f"{col} path in {path.name} line {row.line} is not valid UTF-8")
         spec.video = (base / v["video"]) if v.get("video") else None
         spec.audio = (base / v["audio"]) if v.get("audio") else None
         if "text" in row.bad_utf8:
@@ -311,11 +329,11 @@ def scan_folder(root: Path, labels: Sequence[str]) -> LayoutScan:
     for name in sorted(set(videos) | set(label_rows)):
         row = label_rows.get(name)
         spec = ClipSpec(name=name, split="train" if row else "candidate", video=videos.get(name))
-        if err := name_error(name):
+        if err := name_error(name, row, label_csv.name):
             spec.errors.append(err)
         if name in conflicts:
             spec.errors.append(conflicts[name])
-        if row is not None:
+        if row is not None and name not in conflicts:
             _apply_label(spec, row.values.get("discrete"), labels, label_csv.name)
         if spec.video is None:
             spec.errors.append(f"labelled in labels.csv (line {row.line}) but no video file "
@@ -443,7 +461,7 @@ def _clip_row(spec: ClipSpec, dataset: str, root: Path, probes: dict[str, dict])
             problems.append("audio is taken from the video's audio stream")
     else:
         astream, audio_sha = None, None
-        if v_ok and spec.audio is None:
+        if v_ok:                        # say so even when a wav was expected (and is bad or missing)
             problems.append(f"video file {rel_video} has no usable audio stream")
     has_audio = astream is not None
     if not errors and not has_video and not has_audio:

@@ -17,7 +17,7 @@ import numpy as np
 from models.extractors.base import ClipInput, Extractor, FeatureRow
 from models.extractors.clip_media import ClipMedia
 from models.hf import quiet_transformers
-from models.media import SAMPLE_RATE, MediaError
+from models.media import MAX_AUDIO_SECONDS, SAMPLE_RATE, MediaError
 
 HOP = 160   # 10 ms at 16 kHz
 
@@ -60,7 +60,10 @@ class _AudioExtractor(Extractor):
             except MediaError as exc:
                 rows.append(FeatureRow.missing(clip.clip_id, str(exc)))
                 continue
-            rows.append(self._features(clip.clip_id, y))
+            row = self._features(clip.clip_id, y)
+            if media[clip.clip_id].audio_capped:
+                row.extra["audio_capped_s"] = MAX_AUDIO_SECONDS      # only the first part was read
+            rows.append(row)
         return rows
 
     def _features(self, clip_id: str, y: np.ndarray) -> FeatureRow:

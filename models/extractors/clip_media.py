@@ -12,7 +12,7 @@ import numpy as np
 
 from models.extractors.base import ClipInput
 from models.faces import Box, FaceDetector, detect_faces
-from models.media import MediaError, load_audio, sample_frames
+from models.media import MAX_AUDIO_SECONDS, SAMPLE_RATE, MediaError, load_audio, sample_frames
 
 
 class ClipMedia:
@@ -30,8 +30,8 @@ class ClipMedia:
             try:
                 if not self.clip.has_video or not self.clip.video_path:
                     raise MediaError("the clip has no usable video stream")
-                frames, times = sample_frames(self.clip.video_path, fps, max_frames)
-                self._frames[key] = ([self._shrink(f) for f in frames], times)
+                # Shrunk as each frame is decoded: 32 full-size 4K frames would hold 800 MB.
+                self._frames[key] = sample_frames(self.clip.video_path, fps, max_frames, self._shrink)
             except MediaError as exc:
                 self._frames[key] = exc
         value = self._frames[key]
@@ -49,7 +49,8 @@ class ClipMedia:
         return self._faces[key]
 
     def audio(self) -> np.ndarray:
-        """16 kHz mono float32 from the wav if there is one, else from the video. Raises MediaError."""
+        """16 kHz mono float32 from the wav if there is one, else from the video, at most
+        MAX_AUDIO_SECONDS (`audio_capped` says whether the file was longer). Raises MediaError."""
         if self._audio is None:
             try:
                 if not self.clip.has_audio:
@@ -71,6 +72,12 @@ class ClipMedia:
             except MediaError as exc:
                 errors.append(str(exc))
         raise MediaError("; ".join(errors) or "no audio file")
+
+    @property
+    def audio_capped(self) -> bool:
+        """Whether the audio was cut at MAX_AUDIO_SECONDS (only the first part is used)."""
+        limit = int(MAX_AUDIO_SECONDS * SAMPLE_RATE)
+        return isinstance(self._audio, np.ndarray) and len(self._audio) >= limit
 
     def _shrink(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
