@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.faults import checkpoint
 from flows.params import FinalizeParams
 from flows.train import metric_rows, run_key, train_config
 from storage.catalog import now
@@ -66,6 +67,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
             out = train_task(registry, features, state.labels, config, ws.artifacts, run_id,
                              extra_labels=pseudo, stage="final", human_weights=label_weights(flags))
             result = out["result"]
+            checkpoint("finalize:trained")
             # Ensemble over the final models; re-ranking rules kept on validation folds.
             scores, validation = ensemble_task(result.predictions, result.oof, human["clip_id"],
                                                params.members, state.labels, params.ensemble)
@@ -74,6 +76,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
             final = final_frame(registry, scores, reranked, state.labels)
             sub, fallback = submission(registry, final, majority_label(registry))
             refs = save_final(final, changes, flags, sub, ws.artifacts, run_id)
+            checkpoint("finalize:saved")
             summary = finalize_summary(state.dataset, run_id, mined, out, pseudo, flags, human, choices,
                                        changes, sub, fallback, str(ws.artifacts.path(refs["submission"])),
                                        validation, reranked)

@@ -6,6 +6,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.faults import checkpoint
 from flows.params import IngestParams
 from storage.catalog import now
 from storage.records import dataset_state, probe_cache, record_ingest, record_probes
@@ -27,6 +28,7 @@ def ingest_flow(params: IngestParams) -> dict:
             text_column=params.text_column, dataset=params.dataset, probe_cache=cache,
             prior=prior, jobs=params.jobs,
         )
+        checkpoint("ingest:registry-saved")
         # Record it: a changed registry becomes the dataset's current one.
         if result.changed:
             record_ingest(ws.catalog, run_id, started, params.model_dump(mode="json"),

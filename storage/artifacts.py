@@ -61,7 +61,10 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` holds either the old or the new bytes, never a part."""
+    """Write `data` to `path` so that `path` holds either the old or the new bytes, never a part.
+
+    A write the disk refuses (full, over quota, file too large) removes the temporary file and
+    raises OSError naming `path`; the previous file, if any, is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -70,6 +73,12 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror} while writing {path} "
+                                 f"({len(data)} bytes); the previous file is unchanged") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
