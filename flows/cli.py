@@ -14,10 +14,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flows.cli_common import JsonOpt, WorkspaceOpt, app, out, run_guarded
+from flows.audit_cli import audit_app
+from flows.cli_common import DaskAddressOpt, JsonOpt, TaskRunnerOpt, WorkspaceOpt, app, out, run_guarded
+from flows.report_cli import report
 from flows.teacher_cli import show_teacher, teacher
 
 app.command()(teacher)
+app.command()(report)
+app.add_typer(audit_app, name="audit", help="Read-only audit of mining runs (works while a pipeline runs).")
 
 
 def show_ingest(summary: dict) -> None:
@@ -139,13 +143,19 @@ def run(
     stages: Annotated[str | None, typer.Option(help="stages to run, comma-separated")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="print the validated "
                                                "configuration and exit")] = False,
+    task_runner: Annotated[str | None, typer.Option(
+        help="where feature shards run: processes or dask [default: the config's, else processes]")] = None,
+    dask_address: DaskAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the pipeline (ingest, features, teacher, mine, finalize) as one Prefect flow."""
     from flows.config import dump_config, load_config
     from flows.pipeline import pipeline_flow
 
-    params = run_guarded(load_config, config, list(setting or []), dataset_dir=dataset_dir,
+    # --task-runner and --dask-address are short for --set features.task_runner=... (given last).
+    runner = [f"features.task_runner={task_runner}"] if task_runner else []
+    runner += [f"features.dask_address={dask_address}"] if dask_address else []
+    params = run_guarded(load_config, config, [*(setting or []), *runner], dataset_dir=dataset_dir,
                          workspace=workspace, stages=csv_tuple(stages) if stages else None)
     if print_config:
         print(dump_config(params), end="")
@@ -191,10 +201,12 @@ def features(
         "--set", help="EXTRACTOR.PARAM=VALUE, e.g. visual_face.encoder=fer:model.tflite")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
     shard_size: Annotated[int, typer.Option(help="clips per shard")] = 200,
+    task_runner: TaskRunnerOpt = "processes",
+    dask_address: DaskAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Extract features per modality for every usable clip (sharded, cached, resumable)."""
-    from flows.features import features_flow
+    from flows.features import features_flow_for
     from flows.params import FeaturesParams
     from storage.workspace import resolve
 
@@ -202,8 +214,8 @@ def features(
         chosen = {"extractors": tuple(extractors.split(","))} if extractors else {}
         params = FeaturesParams(workspace=resolve(workspace), dataset=dataset, workers=workers,
                                 shard_size=shard_size, extractor_params=parse_settings(settings or []),
-                                **chosen)
-        return features_flow(params)
+                                task_runner=task_runner, dask_address=dask_address, **chosen)
+        return features_flow_for(params)(params)
 
     summary = run_guarded(go)
     if as_json:
@@ -413,6 +425,8 @@ def server(
 
     out.print(f"Prefect UI on http://{host}:{port}; in other shells: "
               f"export PREFECT_API_URL=http://{host}:{port}/api", highlight=False)
+    # The UI calls the API at PREFECT_SERVER_UI_API_URL, which otherwise says port 4200.
+    os.environ.setdefault("PREFECT_SERVER_UI_API_URL", f"http://{host}:{port}/api")
     prefect = Path(sys.executable).parent / "prefect"
     os.execv(str(prefect), [str(prefect), "server", "start", "--host", host, "--port", str(port)])
 

@@ -17,6 +17,10 @@ WorkspaceOpt = Annotated[Path | None, typer.Option(
     "--workspace", "-w", envvar="MERSEMI_WORKSPACE",
     help="workspace folder [default: ./mersemi-workspace]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")]
+TaskRunnerOpt = Annotated[str, typer.Option(
+    help="where feature shards run: processes (a pool on this host) or dask (a Dask cluster)")]
+DaskAddressOpt = Annotated[str | None, typer.Option(
+    help="scheduler address of an existing Dask cluster [default: start a local one]")]
 
 
 def fail(message: str, code: int) -> None:

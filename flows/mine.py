@@ -17,6 +17,7 @@ from storage.records import (
     finish_run,
     keyed_run,
     latest_stage_run,
+    mined_clips,
     record_round,
     recorded_run,
     resolve_dataset,
@@ -30,8 +31,10 @@ from tasks.mine import (
     discard_round,
     label_answers,
     label_counts,
+    mark_new,
     merge_accepted,
     mine_round_task,
+    new_clip_counts,
     resume_rounds,
     stop_reason,
     usable_pool,
@@ -65,6 +68,8 @@ def mine_flow(params: MineParams) -> dict:
             features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset)
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             human = training_labels(registry)[["clip_id", "label"]]
+            # Clips earlier mining runs decided: the others are new (added since the last run).
+            mined_before = mined_clips(ws.catalog, state.dataset, run_id)
             # Rounds a broken run already recorded are kept as they are, not decided again.
             done = [row["summary"] for row in stage_summaries(ws.catalog, run_id, "mine")]
             accepted, pool, best_cv = resume_rounds(done, accepted_pseudo_labels(ws.catalog, run_id),
@@ -86,6 +91,7 @@ def mine_flow(params: MineParams) -> dict:
                 stop = stop_reason(result, best_cv, params.max_f1_drop)
                 if stop and result.accepted_by_label:
                     result.decisions = discard_round(result.decisions, stop)
+                result.decisions = mark_new(result.decisions, mined_before)
                 summary = round_summary(r, state.dataset, len(pool), result, stop)
                 rounds.append(summary)
                 refs = [*out["refs"]["models"], out["refs"]["oof"], out["refs"]["predictions"]]
@@ -118,6 +124,8 @@ def mine_result(ws: Workspace, run_id: str, dataset: str, cached: bool = False,
             "accepted_per_round": [r["accepted"] for r in rounds],
             "accepted_total": sum(r["accepted"] for r in rounds if not r["stopped"]),
             "stopped": rounds[-1]["stopped"] if rounds else None,
+            # Round 1 sees the whole pool: how much of it no earlier mining run had decided.
+            "new_clips": rounds[0].get("new_in_pool") if rounds else None,
             "cached": cached, "resumed_after_round": resumed_after, "workspace": str(ws.root)}
 
 
@@ -132,6 +140,8 @@ def round_artifacts(summary: dict, parquet_files: list) -> None:
     estimate = summary.get("estimate") or {}
     lines = [f"# Round {r} on `{summary['dataset']}`", "",
              f"- pool: {summary['pool']}, accepted: {summary['accepted']}",
+             f"- new to mining (no earlier run decided them): {summary.get('new_in_pool')} in the pool, "
+             f"{summary.get('new_accepted')} accepted",
              f"- CV weighted F1 on human labels: {summary['cv_weighted_f1']:.3f}",
              f"- stopped: {summary['stopped'] or 'no'}"]
     if estimate:
@@ -149,6 +159,7 @@ def round_summary(r: int, dataset: str, pool: int, result, stop: str | None) -> 
             "cv_weighted_f1": round(result.cv_weighted_f1, 4),
             "thresholds": {k: round(v, 4) for k, v in result.thresholds.items()},
             "estimate": result.estimate,
+            **new_clip_counts(result.decisions),
             "stopped": stop}
 
 

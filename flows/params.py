@@ -47,6 +47,19 @@ class FeaturesParams(BaseModel):
     shard_size: int = Field(default=200, ge=1, le=10_000, description="clips per shard")
     batch_size: int = Field(default=16, ge=1, le=512, description="clips decoded together")
     max_side: int = Field(default=640, ge=64, le=4096, description="frames downscaled to this long side")
+    task_runner: str = Field(default="processes", pattern="^(processes|dask)$",
+                             description="processes: `workers` spawned processes on this host; dask: "
+                             "Prefect's Dask task runner, on a local cluster of `workers` processes "
+                             "or on the cluster at dask_address")
+    dask_address: str | None = Field(default=None, pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+                                     description="scheduler of an existing Dask cluster, e.g. "
+                                     "tcp://10.0.0.5:8786 (its workers must see the workspace)")
+
+    @model_validator(mode="after")
+    def _dask(self):
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError("dask_address is set but task_runner is not dask")
+        return self
 
     @field_validator("extractors")
     @classmethod
@@ -91,7 +104,10 @@ class TeacherParams(BaseModel):
     max_requests: int | None = Field(default=None, ge=0, le=10_000_000)
     max_cost_usd: float | None = Field(default=None, ge=0, le=100_000)
     rpm: int | None = Field(default=None, ge=1, le=100_000, description="requests per minute")
-    concurrency: int = Field(default=4, ge=1, le=64)
+    concurrency: int = Field(default=4, ge=1, le=64, description="requests in flight in one run")
+    task_concurrency: int = Field(default=1, ge=1, le=64,
+                                  description="teacher tasks running at once across all flow runs on "
+                                  "the Prefect server (a tag concurrency limit, created if absent)")
     order: str = Field(default="auto", pattern="^(" + "|".join(ORDERS) + ")$")
     retry_attempts: int = Field(default=5, ge=1, le=20)
     retry_initial_s: float = Field(default=1.0, ge=0, le=600)
@@ -203,6 +219,31 @@ class FinalizeParams(TrainParams):
         return tuple(dict.fromkeys(value))
 
 
+class ReportParams(BaseModel):
+    """Which mining run to report on, and where the report goes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workspace: Path = Field(description="workspace folder (artifact store and catalog)")
+    dataset: str | None = Field(default=None, pattern=NAME,
+                                description="an ingested dataset [default: the only one]")
+    mine_run: str | None = Field(default=None, pattern=NAME,
+                                 description="mining run [default: the newest completed one]")
+    finalize_run: str | None = Field(default=None, pattern=NAME, description="finalize run "
+                                     "[default: the newest completed one built on the mining run]")
+    truth: Path | None = Field(default=None, description="CSV name,discrete of labels the pipeline "
+                               "never saw (benchmark corpora): pseudo-label precision, test confusion")
+    out: Path | None = Field(default=None, description="report file [default: "
+                             "<workspace>/reports/<mine run>.html]")
+
+    @field_validator("truth")
+    @classmethod
+    def _truth_exists(cls, value):
+        if value is not None and not value.is_file():
+            raise ValueError(f"truth file {value} does not exist")
+        return value
+
+
 STAGES = ("ingest", "features", "teacher", "mine", "finalize")
 
 
@@ -221,6 +262,8 @@ class PipelineParams(BaseModel):
     teacher: dict = Field(default_factory=lambda: {"backend": "gemini"}, description="TeacherParams fields")
     mine: dict = Field(default_factory=dict, description="MineParams fields")
     finalize: dict = Field(default_factory=dict, description="FinalizeParams fields")
+    report: bool = Field(default=True, description="after mining, write the run report (HTML and "
+                         "Prefect artifacts)")
 
     @field_validator("stages")
     @classmethod

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.features import features_flow
+from flows.features import features_flow_for
 from flows.finalize import finalize_flow
 from flows.ingest import ingest_flow
 from flows.mine import mine_flow
-from flows.params import PipelineParams
+from flows.params import PipelineParams, ReportParams
+from flows.report import report_flow
 from flows.teacher import teacher_flow
 
-SUBFLOWS = {"ingest": ingest_flow, "features": features_flow, "teacher": teacher_flow,
-            "mine": mine_flow, "finalize": finalize_flow}
+SUBFLOWS = {"ingest": ingest_flow, "teacher": teacher_flow, "mine": mine_flow, "finalize": finalize_flow}
+
+
+def stage_flow(stage: str, params) -> Flow:
+    """A stage's flow; features runs on the task runner its parameters name."""
+    return features_flow_for(params) if stage == "features" else SUBFLOWS[stage]
 
 
 @flow(name="pipeline", validate_parameters=True)
@@ -25,7 +30,13 @@ def pipeline_flow(params: PipelineParams) -> dict:
     # what the previous ones recorded in the workspace, and skips work that is already done.
     for stage in params.stages:
         logger.info("pipeline: %s", stage)
-        summary[stage] = SUBFLOWS[stage](params.stage(stage))
+        stage_params = params.stage(stage)
+        summary[stage] = stage_flow(stage, stage_params)(stage_params)
+    # The run report (HTML + artifacts) of this run's mining, and of its final stage if it ran.
+    if params.report and "mine" in summary:
+        summary["report"] = report_flow(ReportParams(workspace=params.workspace,
+                                                     dataset=params.ingest.get("dataset"),
+                                                     mine_run=summary["mine"]["run_id"]))
     create_markdown_artifact(key="pipeline-summary", markdown=pipeline_markdown(summary),
                              description="pipeline run")
     return summary
@@ -44,4 +55,6 @@ def pipeline_markdown(summary: dict) -> str:
             "finalize": f"submission `{s.get('submission')}`",
         }[stage]
         lines.append(f"| {stage} | `{s.get('run_id', '')}` | {outcome} |")
+    if "report" in summary:
+        lines += ["", f"Report: `{summary['report']['path']}`"]
     return "\n".join(lines)

@@ -8,7 +8,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.faults import checkpoint
 from flows.params import TeacherParams
+from flows.runners import ensure_tag_limit
 from storage.catalog import now
 from storage.records import recorded_run, resolve_dataset
 from storage.teacher_store import (
@@ -20,6 +22,7 @@ from storage.teacher_store import (
 )
 from storage.workspace import Workspace, new_run_id
 from tasks.teacher import (
+    TEACHER_TAG,
     make_teacher_task,
     query_teacher_task,
     run_limits,
@@ -44,18 +47,23 @@ def teacher_flow(params: TeacherParams) -> dict:
                                     gemini=params.gemini_settings())
         budget, retry = run_limits(params.max_requests, params.max_cost_usd, params.retry_attempts,
                                    params.retry_initial_s, params.retry_max_s)
+        # One API quota, shared by every flow run on the server: teacher tasks queue on a tag limit.
+        limit = ensure_tag_limit(TEACHER_TAG, params.task_concurrency)
         ask = partial(query_teacher_task, teacher, pool, store=ws.artifacts, run_id=run_id,
                       budget=budget, predictions=params.predictions, order=params.order,
                       label_counts=counts, rpm=params.rpm, concurrency=params.concurrency,
                       retry=retry, record=partial(record_answers, ws.catalog))
         # Labels: cache first, then the most valuable clips within the budget.
-        results = [ask(cached=cached_answers(ws.catalog, teacher.kind, "label"), question="label")]
+        # (The cache is read when the task starts: a retried attempt pays for nothing twice.)
+        results = [ask(cached=partial(cached_answers, ws.catalog, teacher.kind, "label"), question="label")]
+        checkpoint("teacher:label:asked")
         # Context enrichment (ECMF): subtitles rewritten with the cues the model perceives.
         if params.enrich:
-            results.append(ask(cached=cached_answers(ws.catalog, teacher.kind, "enrich"),
+            results.append(ask(cached=partial(cached_answers, ws.catalog, teacher.kind, "enrich"),
                                question="enrich"))
         summary = teacher_summary(results, budget, run_id) | {"workspace": str(ws.root),
-                                                              "dataset": state.dataset}
+                                                              "dataset": state.dataset,
+                                                              "task_concurrency_limit": limit}
         record_teacher_run(ws.catalog, run_id, started, [r.outcomes for r in results],
                            [r.ref for r in results], summary,
                            inputs=(state.registry_artifact_id,))

@@ -17,7 +17,7 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -73,6 +73,13 @@ def now() -> datetime:
 
 def _is_lock_error(exc: Exception) -> bool:
     return "lock" in str(exc).lower()
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if there still is one: a failed statement or COMMIT may
+    have ended it already, and that error, not this one, is the one to report."""
+    with suppress(duckdb.Error):
+        con.execute("ROLLBACK")
 
 
 @dataclass
@@ -144,12 +151,11 @@ class Catalog:
                 delay = min(delay * 2, 1.0)
 
     def version(self, con: duckdb.DuckDBPyConnection) -> int:
-        exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        ).fetchone()[0]
-        if not exists:
+        # One direct query (information_schema costs more than the audit's own queries).
+        try:
+            return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+        except duckdb.CatalogException:                 # a new, empty catalog
             return 0
-        return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
 
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
         current = self.version(con)
@@ -172,12 +178,16 @@ class Catalog:
                 )
                 con.execute("COMMIT")
             except Exception:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
 
     @contextmanager
     def writer(self) -> Iterator[Session]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
+        """A write transaction: committed when the block ends, rolled back if it raises.
+
+        A write the disk refuses (full, over quota), in the block or at the commit, rolls the
+        whole transaction back and raises CatalogError naming the file: the catalog stays as it
+        was before the transaction."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         session = Session(self._connect(read_only=False))
         try:
@@ -185,12 +195,26 @@ class Catalog:
             session.con.execute("BEGIN")
             try:
                 yield session
-                session.con.execute("COMMIT")
+            except duckdb.IOException as exc:
+                _rollback(session.con)
+                raise self._write_failed(exc) from exc
             except BaseException:
-                session.con.execute("ROLLBACK")
+                _rollback(session.con)
                 raise
+            try:
+                session.con.execute("COMMIT")
+            except duckdb.Error as exc:
+                # A failed COMMIT (the write-ahead log could not be written) has already ended
+                # the transaction: rolling back again would hide this error behind "no
+                # transaction is active".
+                _rollback(session.con)
+                raise self._write_failed(exc) from exc
         finally:
             session.close()
+
+    def _write_failed(self, exc: Exception) -> CatalogError:
+        return CatalogError(f"could not write the catalog {self.path}: {exc}; the transaction was "
+                            "rolled back and the catalog holds what it held before it")
 
     def migrate(self) -> int:
         """Bring the catalog to this mersemi's schema version (the writer's first step)."""

@@ -183,7 +183,10 @@ def resolve_dataset(catalog: Catalog, name: str | None) -> DatasetState:
 
 def record_feature_sets(catalog: Catalog, run_id: str, started_at: datetime, dataset: str,
                         registry_artifact_id: str, feature_sets: list[dict], summary: dict) -> None:
-    """Record a features run's artifacts (with the registry as their input) and feature sets.
+    """Record a features run's artifacts (with the registry as their input), feature sets,
+    stage and the run's end, in one transaction: a run killed before it is recorded leaves no
+    feature set behind, and one killed after it is finished (the next writer does not find a
+    run left `running` whose feature sets are the newest).
 
     Each item of `feature_sets`: ref (ArtifactRef), extractor, extractor_key, params, counts,
     dim, seq_dim.
@@ -199,6 +202,7 @@ def record_feature_sets(catalog: Catalog, run_id: str, started_at: datetime, dat
                   n_error=counts.get("error", 0), dim=fs["dim"], seq_dim=fs["seq_dim"],
                   created_at=now())
         record_stage(s, run_id, "features", started_at, summary)
+        s.run("finish_run", run_id=run_id, status="completed", finished_at=now(), error=None)
 
 
 def latest_feature_sets(catalog: Catalog, dataset: str) -> list[dict]:
@@ -256,13 +260,17 @@ def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetim
                  decisions: pd.DataFrame, decided_by: str, summary: dict,
                  metrics: Sequence[tuple[str, str, float]] = (), refs: Sequence[ArtifactRef] = (),
                  inputs: Sequence[str] = ()) -> None:
-    """One mining round: its artifacts, every pool clip's decision, metrics and summary."""
+    """One mining round: its artifacts, every pool clip's decision, metrics and summary.
+    `decisions` may carry `new_clip` (tasks.mine.mark_new); without it, it is recorded unknown."""
+    if "new_clip" not in decisions:
+        decisions = decisions.assign(new_clip=pd.Series([None] * len(decisions), dtype="boolean"))
     with catalog.writer() as s:
         for ref in refs:
             record_artifact(s, ref, inputs=inputs)
         s.register("decisions", decisions)
         s.run("insert_decisions", run_id=run_id, round=round_, decided_by=decided_by, decided_at=now())
         s.unregister("decisions")
+        s.run("insert_round_counts", run_id=run_id, round=round_)
         for name, scope, value in metrics:
             s.run("insert_metric", run_id=run_id, stage="mine", round=round_, name=name, scope=scope,
                   value=float(value), recorded_at=now())
@@ -286,6 +294,12 @@ def recorded_run(catalog: Catalog, run_id: str, command: str, params: dict,
     except BaseException as exc:
         finish_run(catalog, run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
+
+
+def mined_clips(catalog: Catalog, dataset: str, run_id: str) -> set[str]:
+    """Clips of `dataset` that an earlier (other) mining run has decided."""
+    with catalog.reader() as s:
+        return set(s.frame("mined_clips", dataset=dataset, run_id=run_id)["clip_id"])
 
 
 def accepted_pseudo_labels(catalog: Catalog, run_id: str) -> pd.DataFrame:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +36,7 @@ from storage.ingest import USABLE
 from tasks.shard_worker import ExtractorSpec, ShardJob, extract_shard, init_worker
 
 __all__ = ["ExtractorSpec", "ShardJob", "ShardRunner", "assemble_features", "clip_inputs", "extract_shard",
-           "plan_shards", "shard_runner"]
+           "extract_shard_here", "plan_shards", "shard_runner"]
 
 
 
@@ -123,6 +125,26 @@ def run_shard(runner: ShardRunner, job: ShardJob, cache_root: str) -> dict:
     return runner.run(job, cache_root)
 
 
+_WORKER_READY = False
+
+
+def extract_shard_here(job: ShardJob, cache_root: str, batch_size: int = 16, max_side: int = 640) -> dict:
+    """Run one shard in this process, set up as a spawned shard worker is (one BLAS/torch/
+    decoder thread): what a Dask worker runs. It writes only the feature cache (files under
+    `cache_root`, which the worker must see); the flow process records the result."""
+    global _WORKER_READY
+    if not _WORKER_READY:
+        init_worker(1)
+        if "torch" in sys.modules:              # imported before init_worker set OMP_NUM_THREADS
+            sys.modules["torch"].set_num_threads(1)
+        _WORKER_READY = True
+    return extract_shard(job, cache_root, batch_size, max_side) | {"worker": worker_name()}
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def plan_features(registry_path: str | os.PathLike, specs: list[ExtractorSpec], cache: FeatureCache,
                   shard_size: int = 200) -> tuple[pd.DataFrame, list[ShardJob], dict[str, int]]:
     """Load the registry and plan the shards still to extract (see plan_shards)."""
@@ -184,11 +206,15 @@ def summarize_features(specs: list[ExtractorSpec], sets: list[FeatureSet], cache
             "clips_per_s": round(extracted / seconds, 1) if seconds > 0 else None,
             "dim": fs.dim, "seq_dim": fs.seq_dim, "artifact": fs.ref.path,
         }
-    return {"extractors": out, "shards": len(shard_results)}
+    # Which processes ran the shards, where the task runner says (Dask workers report it).
+    workers = sorted({r["worker"] for r in shard_results if "worker" in r})
+    return {"extractors": out, "shards": len(shard_results), "shard_workers": workers}
 
 
 # Shards and artifacts have their own content keys (extractor key + media key), so Prefect's
 # input hashing is off: the runner and the frames are not meaningfully hashable anyway.
 plan_features_task = task(plan_features, name="plan-features", cache_policy=NO_CACHE)
 extract_shard_task = task(run_shard, name="extract-shard", cache_policy=NO_CACHE)
+# The same shard, run where the task runner puts it (a Dask worker) instead of in our pool.
+extract_shard_here_task = task(extract_shard_here, name="extract-shard", cache_policy=NO_CACHE)
 assemble_features_task = task(assemble_features, name="assemble-features", cache_policy=NO_CACHE)

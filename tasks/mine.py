@@ -87,7 +87,7 @@ def label_thresholds(oof: pd.DataFrame, labels: Sequence[str], target_precision:
     return out
 
 
-def _votes(row: pd.Series, voters: Sequence[str]) -> dict[str, dict]:
+def _votes(row: dict, voters: Sequence[str]) -> dict[str, dict]:
     return {v: {"label": row[f"{v}:label"], "confidence": float(row[f"{v}:confidence"])}
             for v in voters if isinstance(row.get(f"{v}:label"), str)}
 
@@ -97,7 +97,8 @@ def decide(votes: pd.DataFrame, voters: Sequence[str], thresholds: dict[str, flo
     """A decision per clip of the vote table (columns clip_id, <voter>:label, <voter>:confidence).
     `thresholds` None: consensus needs agreement only (the selection step decides how many)."""
     rows = []
-    for _, row in votes.iterrows():
+    # Plain dicts, not iterrows: building a Series per row took 21.6 s against 5.3 s on 100,000 clips.
+    for row in votes.to_dict("records"):
         cast = _votes(row, voters)
         rows.append({"clip_id": row["clip_id"], **_decide_one(cast, thresholds, policy),
                      "votes": json.dumps(cast, sort_keys=True)})
@@ -193,7 +194,8 @@ def balance(decisions: pd.DataFrame, labelled_share: dict[str, float],
         lo, hi = (mid, hi) if feasible(caps(mid)) else (lo, mid)
     keep = caps(lo)
     for lab, group in accepted.groupby("label"):
-        drop = group.sort_values("confidence", ascending=False).index[keep.get(lab, 0):]
+        # Ties go by clip id, so the decision does not depend on the pool's row order.
+        drop = group.sort_values(["confidence", "clip_id"], ascending=[False, True]).index[keep.get(lab, 0):]
         out.loc[drop, "decision"] = "rejected"
         out.loc[drop, "reason"] = out.loc[drop, "reason"] + (
             f"; balance: {lab} is over-represented among accepted clips "
@@ -230,10 +232,15 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
     out["confidence"] = np.where(np.isnan(rho), out["confidence"].astype(float), rho)
     already = already or {}
     allowed = np.flatnonzero((out["decision"] == "accepted").to_numpy() & ~np.isnan(rho))
+    ids = out["clip_id"].to_numpy(str)
+
+    def best_first(idx: np.ndarray) -> np.ndarray:
+        # Most probable first; ties by clip id, so the pool's row order changes nothing.
+        return idx[np.lexsort((ids[idx], -rho[idx]))]
+
     by_label: dict[str, np.ndarray] = {}
     for lab in pd.unique(out["label"].to_numpy()[allowed]):
-        idx = allowed[out["label"].to_numpy()[allowed] == lab]
-        by_label[lab] = idx[np.argsort(-rho[idx], kind="stable")]
+        by_label[lab] = best_first(allowed[out["label"].to_numpy()[allowed] == lab])
     floors = {lab: s for lab, s in labelled_share.items()
               if s > 0 and (lab in by_label or already.get(lab, 0) > 0)}
     total_before = sum(already.values())
@@ -257,7 +264,7 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
         forced = [by_label[lab][:m] for lab, m in need.items() if m]
         chosen = np.concatenate(forced) if forced else np.array([], int)
         rest = np.setdiff1d(allowed, chosen, assume_unique=True)
-        rest = rest[np.argsort(-rho[rest], kind="stable")][: n - len(chosen)]
+        rest = best_first(rest)[: n - len(chosen)]
         return np.concatenate([chosen, rest]).astype(int)
 
     def ok(n: int) -> np.ndarray | None:
@@ -440,6 +447,19 @@ def discard_round(decisions: pd.DataFrame, why: str) -> pd.DataFrame:
     out.loc[hit, "decision"] = "rejected"
     out.loc[hit, "reason"] = out.loc[hit, "reason"] + f"; round discarded: {why}"
     return out
+
+
+def mark_new(decisions: pd.DataFrame, mined_before: set[str]) -> pd.DataFrame:
+    """The decisions with `new_clip`: true for a clip no earlier mining run decided (added to
+    the dataset since, or never usable before)."""
+    return decisions.assign(new_clip=~decisions["clip_id"].isin(mined_before))
+
+
+def new_clip_counts(decisions: pd.DataFrame) -> dict[str, int]:
+    """How many of a round's clips are new to mining, and how many of those it accepted."""
+    new = decisions["new_clip"].astype(bool)
+    return {"new_in_pool": int(new.sum()),
+            "new_accepted": int((new & (decisions["decision"] == "accepted")).sum())}
 
 
 def merge_accepted(accepted: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:

@@ -103,6 +103,10 @@ def extract_shard(job: ShardJob, cache_root: str, batch_size: int = 16, max_side
     rows: dict[str, list[dict]] = {key: [] for key in extractors}
     seconds = dict.fromkeys(extractors, 0.0)
     for start in range(0, len(clips), batch_size):
+        if _PARENT is not None and os.getppid() != _PARENT:
+            # The flow process died (killed, crashed): stop instead of working on for nobody.
+            # The shards already written stay in the cache; the re-run extracts the rest.
+            raise SystemExit(f"shard {job.index}: the flow process {_PARENT} is gone")
         batch = clips[start:start + batch_size]
         media = {c.clip_id: ClipMedia(c, max_side) for c in batch}
         for key, extractor in extractors.items():
@@ -122,9 +126,16 @@ def extract_shard(job: ShardJob, cache_root: str, batch_size: int = 16, max_side
     return {"shard": job.index, "extractors": summary}
 
 
+# The process that started this worker (set in spawned workers only).
+_PARENT: int | None = None
+
+
 def init_worker(threads: int) -> None:
     """One thread per worker for BLAS, torch (read when torch is first imported) and decoding:
-    the workers already use every core between them."""
+    the workers already use every core between them. Remembers the parent, so that a worker
+    whose flow process was killed stops at its next batch."""
+    global _PARENT
+    _PARENT = os.getppid()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", DECODE_THREADS_ENV):
         os.environ[var] = str(threads)
     import cv2

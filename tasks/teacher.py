@@ -41,6 +41,7 @@ from models.teachers.ordering import ORDERS, priority_order
 from models.teachers.prompt import ENRICH_PROMPT, LABEL_PROMPT
 from models.teachers.runner import Asked, RunReport, ask_pool
 from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.catalog import CatalogError
 
 # Re-exported for flows/teacher.py, which does not import models/ (ARCHITECTURE.md).
 __all__ = ["ENRICH_PROMPT", "LABEL_PROMPT", "ORDERS", "make_teacher_task", "query_teacher_task",
@@ -167,7 +168,8 @@ def summarize(report: RunReport, teacher: Teacher, question: str, wall_s: float)
             "not_asked_sample": not_asked[:20], "wall_s": round(wall_s, 3)}
 
 
-def query_teacher(teacher: Teacher, pool: pd.DataFrame, cached: pd.DataFrame | None,
+def query_teacher(teacher: Teacher, pool: pd.DataFrame,
+                  cached: pd.DataFrame | Callable[[], pd.DataFrame] | None,
                   store: ArtifactStore, run_id: str, budget: Budget, question: str = LABEL,
                   predictions: pd.DataFrame | Path | None = None, order: str = "auto",
                   label_counts: Mapping[str, int] | None = None, rpm: int | None = None,
@@ -175,8 +177,12 @@ def query_teacher(teacher: Teacher, pool: pd.DataFrame, cached: pd.DataFrame | N
                   record: Callable[[pd.DataFrame], None] | None = None,
                   sleep: Callable[[float], None] = time.sleep) -> TeacherResult:
     """Ask `teacher` about every pool clip not in the cache, most valuable first, within the
-    budget; save the per-clip outcomes (and, for `enrich`, the rewritten subtitles)."""
+    budget; save the per-clip outcomes (and, for `enrich`, the rewritten subtitles).
+    `cached` may be a function that reads the cache: it is then read when this call starts, so
+    a retried task sees what its failed attempt recorded and pays for no answer twice."""
     started = time.monotonic()
+    if callable(cached):
+        cached = cached()
     if isinstance(predictions, Path | str):
         predictions = pd.read_parquet(predictions)
     clips = {c.clip_id: c for c in pool_clips(pool)}
@@ -209,7 +215,26 @@ def teacher_summary(results: list[TeacherResult], budget: Budget, run_id: str) -
         "questions": {r.question: r.summary for r in results}}
 
 
+# Every query-teacher task run carries this tag: a tag concurrency limit on it caps how many
+# run at once across all flow runs on the server (one API key's quota is shared by them all).
+TEACHER_TAG = "mersemi-teacher"
+TRANSIENT = (OSError, TimeoutError, CatalogError)
+
+
+def transient_failure(task, task_run, state) -> bool:
+    """Retry a teacher task only for what may pass (I/O, a busy catalog), not for bad input;
+    requests already retry on their own (408/429/5xx) inside the task."""
+    try:
+        state.result()
+    except TRANSIENT:
+        return True
+    except Exception:                                                   # noqa: BLE001
+        return False
+    return False
+
+
 # Inputs are frames, a client and callbacks that Prefect cannot hash; the teacher cache is the
 # catalog's (keyed by media, prompt, model and parameters), so Prefect's cache is off here.
 make_teacher_task = task(make_teacher, name="make-teacher", cache_policy=NO_CACHE)
-query_teacher_task = task(query_teacher, name="query-teacher", cache_policy=NO_CACHE)
+query_teacher_task = task(query_teacher, name="query-teacher", cache_policy=NO_CACHE, tags=[TEACHER_TAG],
+                          retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=transient_failure)

@@ -103,14 +103,15 @@ def test_checks_pass_on_a_sound_catalog_and_catch_violations(tmp_path):
     assert cat.failed_checks() == {}
     assert "no_accepted_clip_without_reason" in check_names()
     with cat.writer() as s:
+        # A decision written by hand: no reason, and not counted in round_counts.
         s.query("INSERT INTO clip_decisions VALUES ('r', 1, 'c1', 'accepted', 'happy', 0.9, "
-                "'  ', NULL, 'vote', now())")
+                "'  ', NULL, 'vote', now(), NULL)")
         s.query("INSERT INTO clips (clip_id, dataset, name, split, has_video, has_audio, "
                 "has_text, status, reason, first_seen_run, last_changed_run) VALUES "
                 "('c2', 'ghost', 'x', 'train', true, true, true, 'error', NULL, 'r', 'r')")
     failed = cat.failed_checks()
     assert set(failed) == {"no_accepted_clip_without_reason", "no_bad_clip_without_reason",
-                           "clips_belong_to_a_dataset"}
+                           "clips_belong_to_a_dataset", "round_counts_match_decisions"}
     assert failed["no_accepted_clip_without_reason"]["clip_id"].tolist() == ["c1"]
 
 

@@ -138,3 +138,18 @@ def test_spec_validates_early():
     with pytest.raises(ValueError, match="unknown extractor"):
         ExtractorSpec.of("nope")
     assert ExtractorSpec.of("text").key == ExtractorSpec.of("text", {}).key
+
+
+def test_a_worker_whose_flow_process_died_stops_at_its_next_batch(registry, tmp_path, flaky, monkeypatch):
+    from tasks import shard_worker
+
+    clips = clip_inputs(registry)
+    spec = ExtractorSpec.of("flaky")
+    jobs, _ = plan_shards(clips, [spec], FeatureCache(tmp_path), shard_size=100)
+    # As in a spawned worker whose parent was SIGKILLed: the parent it remembers is gone.
+    monkeypatch.setattr(shard_worker, "_PARENT", -1)
+    with pytest.raises(SystemExit, match="the flow process -1 is gone"):
+        extract_shard(jobs[0], str(tmp_path), batch_size=4)
+    assert FeatureCache(tmp_path).done(spec.key).empty                  # it wrote nothing half-done
+    monkeypatch.setattr(shard_worker, "_PARENT", None)                  # the flow's own process
+    assert extract_shard(jobs[0], str(tmp_path))["extractors"]["flaky"]["ok"] == 24
