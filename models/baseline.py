@@ -12,6 +12,8 @@ expert's own head, NaN where that expert is absent).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -107,6 +109,11 @@ class FusionClassifier:
     aux_weight: float = 0.5
     max_seq: int = 96
     seed: int = 0
+    # torch intra-op threads while fitting and predicting. These nets are small (hidden 64,
+    # batches of 64): syncing a second thread costs more than it saves, and on a shared 2-core
+    # machine 2 threads fitted 7-16x slower than 1 (bench/scale_pool.py, docs/scale.md).
+    # Parallelism belongs across folds or processes, not inside one batch.
+    threads: int = 1
     history_: list[dict] = field(default_factory=list, init=False, repr=False)
 
     # ---- inputs -------------------------------------------------------------------------
@@ -195,6 +202,10 @@ class FusionClassifier:
         val: tuple[Bundle, np.ndarray] | None = None,
     ) -> FusionClassifier:
         """Train; with `val`, keep the epoch of best validation weighted F1 and stop early."""
+        with torch_threads(self.threads):
+            return self._fit(bundle, y, sample_weight, val)
+
+    def _fit(self, bundle, y, sample_weight, val) -> FusionClassifier:
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         y = np.asarray(y)
@@ -268,8 +279,12 @@ class FusionClassifier:
         return loss
 
     # ---- inference ----------------------------------------------------------------------
-    @torch.inference_mode()
     def predict_proba(self, bundle: Bundle) -> dict[str, np.ndarray]:
+        with torch_threads(self.threads):
+            return self._predict_proba(bundle)
+
+    @torch.inference_mode()
+    def _predict_proba(self, bundle: Bundle) -> dict[str, np.ndarray]:
         was_training = self.net_.training
         self.net_.eval()
         outs: dict[str, list[np.ndarray]] = {}
@@ -310,6 +325,20 @@ class FusionClassifier:
         model.net_.load_state_dict(payload["state"])
         model.net_.eval()
         return model
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` for the block, then restored."""
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _stub(name: str, kind: str, dims: tuple[int, ...]) -> ExpertInput:

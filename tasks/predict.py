@@ -44,10 +44,13 @@ def predict(
     candidates = registry[(registry["split"] == "candidate") & (registry["status"] != "removed")]
     usable = candidates[candidates["status"].isin(USABLE)]
     ids = usable["clip_id"].astype(str).tolist()
-    parts = []
+    parts, bundles = [], {}
     for path, model in models:
-        specs = choose_experts(list(features), model.expert_names_)
-        bundle = build_bundle(ids, features, specs)
+        # Fold models share their experts: one bundle of the candidates for all of them.
+        names = tuple(model.expert_names_)
+        if names not in bundles:
+            bundles[names] = build_bundle(ids, features, choose_experts(list(features), list(names)))
+        bundle = bundles[names]
         fu, seed, fold = fold_of(path)
         parts += _rows(ids, model.predict_proba(bundle), label_set, fusion=fu, seed=seed, fold=fold)
     predictions = pd.concat(parts, ignore_index=True)

@@ -63,30 +63,38 @@ def choose_experts(available: list[str], names: list[str] | None) -> list[Expert
     return [known[n] for n in names]
 
 
+def _positions(frame_ids, ids: list[str]) -> np.ndarray:
+    """Row of each of `ids` in `frame_ids` (-1 where absent; a repeated id: its last row)."""
+    index = pd.Index(frame_ids)
+    if index.is_unique:
+        return index.get_indexer(ids)
+    rows = pd.Series(np.arange(len(index)), index=index)[~index.duplicated(keep="last")]
+    return rows.reindex(ids).fillna(-1).to_numpy(np.int64)
+
+
 def _sequences(frame: pd.DataFrame, ids: list[str]) -> tuple[list[np.ndarray | None], np.ndarray]:
-    by_id = frame.set_index("clip_id")
-    seqs, present = [], np.zeros(len(ids), bool)
-    for i, cid in enumerate(ids):
-        if cid in by_id.index and by_id.at[cid, "status"] == "ok" and by_id.at[cid, "sequence"] is not None:
-            row = by_id.loc[cid]
-            seqs.append(
-                np.asarray(row["sequence"], np.float32).reshape(int(row["seq_len"]), int(row["seq_dim"]))
-            )
+    # Rows are located once, by index, not looked up clip by clip (the lookups took 7.3 s
+    # for 8,000 clips, linear in the pool; bench/scale_pool.py).
+    pos = _positions(frame["clip_id"], ids)
+    status = frame["status"].to_numpy(object)
+    sequence = frame["sequence"].to_numpy(object)
+    seq_len, seq_dim = frame["seq_len"].to_numpy(), frame["seq_dim"].to_numpy()
+    seqs: list[np.ndarray | None] = [None] * len(ids)
+    present = np.zeros(len(ids), bool)
+    for i, j in enumerate(pos):
+        if j >= 0 and status[j] == "ok" and sequence[j] is not None:
+            seqs[i] = np.asarray(sequence[j], np.float32).reshape(int(seq_len[j]), int(seq_dim[j]))
             present[i] = True
-        else:
-            seqs.append(None)
     return seqs, present
 
 
 def _matrix(frame: pd.DataFrame, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     fids, X, ok = vectors(frame)
-    index = {c: i for i, c in enumerate(fids)}
+    pos = _positions(fids, ids)
+    present = pos >= 0
+    present[present] = ok[pos[present]]
     out = np.zeros((len(ids), X.shape[1]), np.float32)
-    present = np.zeros(len(ids), bool)
-    for i, cid in enumerate(ids):
-        j = index.get(cid)
-        if j is not None and ok[j]:
-            out[i], present[i] = X[j], True
+    out[present] = X[pos[present]]
     return out, present
 
 
@@ -224,7 +232,7 @@ def oof_metrics(oof: pd.DataFrame, labels_df: pd.DataFrame, label_set: tuple[str
     metrics: dict = {}
     for (fusion, head), group in oof.groupby(["fusion", "head"], sort=True):
         per_seed = [g.set_index("clip_id")[cols] for _, g in group.groupby("seed")]
-        ids = [c for c in per_seed[0].index if per_seed[0].loc[c].notna().all()]
+        ids = per_seed[0].index[per_seed[0].notna().all(axis=1).to_numpy()].tolist()
         if not ids:
             continue
         p = mean_log([s.loc[ids].to_numpy() for s in per_seed])
