@@ -131,6 +131,8 @@ def show_pipeline(summary: dict) -> None:
         out.print(f"finalize (run {f['run_id']}): {f['n_pseudo']} pseudo-labels, rules kept: "
                   f"{', '.join(r['rule'] for r in f['rules'] if r['kept']) or 'none'}", highlight=False)
         out.print(f"submission ({f['candidates']} candidates): {f['submission']}", highlight=False)
+    if "report" in summary:
+        out.print(f"run report: {summary['report']['path']} (or `mersemi audit rounds`)", highlight=False)
 
 
 @app.command()

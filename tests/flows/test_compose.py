@@ -170,5 +170,5 @@ def test_a_deployment_runs_through_the_postgres_backed_server_and_a_worker(compo
         subflows = client.post("/flow_runs/filter", json={}).json()
         names = {f["id"]: f["name"] for f in client.post("/flows/filter", json={}).json()}
         ran = sorted(names[r["flow_id"]] for r in subflows if r["state"]["type"] == "COMPLETED")
-        assert ran == sorted(["pipeline", "ingest", "features", "teacher", "mine", "finalize"])
+        assert ran == sorted(["pipeline", "ingest", "features", "teacher", "mine", "finalize", "report"])
     assert (tmp_path / "ws" / "catalog.duckdb").exists()
