@@ -86,8 +86,14 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
              question: str = LABEL, budget: Budget | None = None, rpm: int | None = None,
              concurrency: int = 4, retry: RetryPolicy | None = None,
              sink: Callable[[list[Asked]], None] | None = None, flush_every: int = 50,
-             seed: int = 0, sleep: Callable[[float], None] = time.sleep) -> RunReport:
-    """Ask a fitted teacher about `clips` (in priority order); `cached`: answers by cache key."""
+             flush_interval_s: float = 2.0, seed: int = 0,
+             sleep: Callable[[float], None] = time.sleep) -> RunReport:
+    """Ask a fitted teacher about `clips` (in priority order); `cached`: answers by cache key.
+
+    New answers go to `sink` in batches of at least `flush_every`, at most one batch every
+    `flush_interval_s` (and the rest at the end): a crash loses at most that many paid answers
+    or that many seconds of them, and a fast teacher (replay: thousands of answers a second)
+    does not open the catalog for every 50."""
     budget = budget or Budget()
     limiter = RateLimiter(rpm, sleep=sleep)
     retry = retry or RetryPolicy()
@@ -111,11 +117,13 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
             first_of_key[key] = clip
 
     pending: list[Asked] = []
+    last_flush = [time.monotonic()]
 
     def flush() -> None:
         if sink and pending:
             sink(list(pending))
         pending.clear()
+        last_flush[0] = time.monotonic()
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="teacher") as pool:
         futures = {pool.submit(_ask_with_retries, teacher, clip, question, budget, limiter, retry,
@@ -127,7 +135,7 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
                 asked[clip.clip_id] = Asked(clip, key, answer, attempts=attempts)
                 if answer is not None:
                     pending.append(asked[clip.clip_id])
-                if len(pending) >= flush_every:
+                if len(pending) >= flush_every and time.monotonic() - last_flush[0] >= flush_interval_s:
                     flush()
         finally:
             for future in futures:

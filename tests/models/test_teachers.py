@@ -210,3 +210,21 @@ def test_budget_counts_requests_and_cost():
     b.settle(0.4, 0.1)
     assert b.reserve(0.3) and not b.reserve(0.0)                    # third request, then none
     assert b.requests == 3
+
+
+def test_a_fast_teacher_records_in_few_batches_and_loses_none(tmp_path):
+    from models.teachers.runner import ask_pool
+
+    names = [f"s{i}" for i in range(400)]
+    path = write_jsonl(tmp_path / "a.jsonl", [{"name": n, "model": "fer", "label": "sad",
+                                               "scores": {"sad": 0.9}, "raw": "r"} for n in names])
+    batches = []
+    report = ask_pool(ReplayTeacher(path).fit(LABELS), [clip(n) for n in names], {},
+                      sink=batches.append, flush_every=50, flush_interval_s=3600)
+    # Well under a second for 400 replayed answers: one batch at the end, not eight of 50.
+    assert [len(b) for b in batches] == [400]
+    assert sorted(a.clip.name for a in batches[0]) == sorted(names) and report.requests == 400
+    batches.clear()
+    ask_pool(ReplayTeacher(path).fit(LABELS), [clip(n) for n in names], {}, sink=batches.append,
+             flush_every=50, flush_interval_s=0)                        # no interval: every 50
+    assert [len(b) for b in batches] == [50] * 8
