@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from storage.artifacts import ArtifactStore
+from storage.audit import load_truth
 from storage.catalog import Catalog, Session
-from storage.labels import normalize_label
 from storage.records import mine_run, resolve_dataset
 
 
@@ -61,18 +61,6 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
 
-def read_truth(path: str | Path) -> pd.DataFrame:
-    """name, label from a truth CSV with columns name, discrete (labels normalised as at ingest)."""
-    frame = pd.read_csv(path, dtype=str)
-    missing = {"name", "discrete"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"truth file {path} lacks column(s) {', '.join(sorted(missing))} "
-                         f"(it has {', '.join(frame.columns)})")
-    frame = frame.dropna(subset=["name", "discrete"])
-    return pd.DataFrame({"name": frame["name"].str.strip(),
-                         "label": [normalize_label(x) for x in frame["discrete"]]})
-
-
 def seed_mean_oof(oof: pd.DataFrame, clip_ids: set[str], labels: tuple[str, ...]) -> pd.DataFrame:
     """clip_id, fusion, head, p_<label>: out-of-fold rows of the human-labelled `clip_ids`,
     averaged over seeds (the arithmetic mean, as the mining round's own score takes it)."""
@@ -88,7 +76,7 @@ def report_data(workspace: str | Path, dataset: str | None = None, mine_run_id: 
     catalog, store = Catalog(root / "catalog.duckdb"), ArtifactStore(root / "artifacts")
     state = resolve_dataset(catalog, dataset)
     mined = mine_run(catalog, state.dataset, mine_run_id)
-    truth_frame = read_truth(truth) if truth else None
+    truth_frame = load_truth(truth) if truth else None
     with catalog.reader() as s:
         finalized = finalize_run_id or _finalize_of(s, mined)
         data = _mine_part(s, str(root), state.dataset, state.labels, mined, finalized)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from storage.audit import load_truth
 from storage.records import finish_run, record_finalize, record_ingest, record_round, start_run
-from storage.report_data import read_truth, report_data
+from storage.report_data import report_data
 from storage.workspace import Workspace
 
 LABELS = ("happy", "sad", "angry")
@@ -178,7 +179,7 @@ def test_older_run_without_finalize_or_teacher_says_so(workspace):
 
 
 def test_truth_gives_precision_per_round_and_label_and_test_predictions(workspace, truth_csv):
-    assert read_truth(truth_csv)["label"].tolist() == ["happy", "angry", "sad", "angry", "sad"]
+    assert load_truth(truth_csv)["label"].tolist() == ["happy", "angry", "sad", "angry", "sad"]
     data = report_data(workspace.root, truth=truth_csv)
     assert data.truth_accepted.values.tolist() == [[1, "happy", 1, 1], [1, "sad", 1, 0], [2, "sad", 1, 1]]
     assert data.truth_final[["name", "truth", "label"]].values.tolist() == [["c3", "angry", "angry"],
