@@ -21,7 +21,7 @@ from tests.flows.test_cli import mersemi
 
 pytestmark = pytest.mark.slow
 
-EXTRACTORS = "audio_egemaps,text,au"
+EXTRACTORS = "audio_egemaps,text"           # the fast ones: the runner is under test, not them
 
 
 def features(ws, *extra: str) -> dict:
