@@ -12,6 +12,7 @@ import sys
 
 import pandas as pd
 import pytest
+from prefect.settings import PREFECT_API_URL
 
 from storage.catalog import Catalog
 from tests.flows.test_cli import mersemi
@@ -134,8 +135,9 @@ def test_a_mining_run_killed_mid_round_resumes_without_deciding_twice(featured):
     args = [sys.executable, "-m", "flows.cli", "mine", "-w", str(ws), "--json", "--rounds", "3",
             "--folds", "2", "--seeds", "0", "--epochs", "25", "--policy", "consensus",
             "--target-precision", "0.5"]
-    env = os.environ | {"MERSEMI_KILL_AT": "mine:round-2:trained"}
-    killed = run_cli(args, env, featured / "killed.log")
+    # The session's Prefect server, not a temporary one per process (slow to start on a busy machine).
+    served = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    killed = run_cli(args, served | {"MERSEMI_KILL_AT": "mine:round-2:trained"}, featured / "killed.log")
     assert killed == -signal.SIGKILL, (featured / "killed.log").read_text()[-2000:]
     catalog = Catalog(ws / "catalog.duckdb")
     with catalog.reader() as s:
@@ -144,7 +146,7 @@ def test_a_mining_run_killed_mid_round_resumes_without_deciding_twice(featured):
         run_id = run["run_id"].iloc[0]
         before = s.query("SELECT * FROM clip_decisions WHERE run_id = ? ORDER BY ALL", [run_id])
     assert run["status"].iloc[0] == "running" and set(before["round"]) == {1}   # round 2 never recorded
-    resumed = run_cli(args, os.environ, featured / "resumed.log")
+    resumed = run_cli(args, served, featured / "resumed.log")
     assert resumed == 0, (featured / "resumed.log").read_text()[-2000:]
     summary = json.loads((featured / "resumed.log.out").read_text().strip().splitlines()[-1])
     assert summary["run_id"] == run_id and summary["resumed_after_round"] == 1
