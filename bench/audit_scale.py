@@ -36,6 +36,7 @@ import pyarrow as pa
 from storage import audit
 from storage.artifacts import ArtifactStore
 from storage.catalog import Catalog
+from storage.feature_cache import ARTIFACT_ROW_GROUP
 from storage.feature_cache import SCHEMA as FEATURE_SCHEMA
 from storage.labels import MER2025_LABELS
 from storage.records import record_artifact
@@ -174,7 +175,8 @@ def feature_refs(store: ArtifactStore, clips: pd.DataFrame, rng: np.random.Gener
             "seq_len": pa.nulls(len(ids), pa.int32()), "seq_dim": pa.nulls(len(ids), pa.int32()),
             "sequence": pa.nulls(len(ids), pa.list_(pa.float32())), "extra": pa.nulls(len(ids), pa.string())},
             schema=FEATURE_SCHEMA)
-        refs.append((name, store.save(table, "features-bench", "features", name),
+        refs.append((name, store.save(table, "features-bench", "features", name,
+                                          row_group_size=ARTIFACT_ROW_GROUP),
                      int((status == "ok").sum()), int((status == "error").sum())))
     return refs
 

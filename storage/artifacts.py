@@ -48,11 +48,12 @@ def _segment(kind: str, value: str) -> str:
     return value
 
 
-def parquet_bytes(frame: pd.DataFrame | pa.Table) -> bytes:
-    """Parquet encoding of a frame or table; the same data gives the same bytes (no index)."""
+def parquet_bytes(frame: pd.DataFrame | pa.Table, row_group_size: int | None = None) -> bytes:
+    """Parquet encoding of a frame or table; the same data gives the same bytes (no index).
+    `row_group_size` None: pyarrow's default (one row group up to ~1M rows)."""
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
     return sink.getvalue()
 
 
@@ -104,10 +105,12 @@ class ArtifactStore:
         ) + ".parquet"
 
     def save(self, frame: pd.DataFrame | pa.Table, run_id: str, stage: str, name: str,
-             data: bytes | None = None) -> ArtifactRef:
-        """Store `frame` (a DataFrame or Arrow table, or its already-encoded Parquet `data`)."""
+             data: bytes | None = None, row_group_size: int | None = None) -> ArtifactRef:
+        """Store `frame` (a DataFrame or Arrow table, or its already-encoded Parquet `data`).
+        `row_group_size`: rows per row group (a table sorted by a key, written in several row
+        groups, lets a reader filtering on that key skip all groups but one)."""
         rel = self.relpath(run_id, stage, name)
-        data = parquet_bytes(frame) if data is None else data
+        data = parquet_bytes(frame, row_group_size) if data is None else data
         atomic_write(self.root / rel, data)
         return ArtifactRef(
             artifact_id=rel[: -len(".parquet")], run_id=run_id, stage=stage, name=name,

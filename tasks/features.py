@@ -31,7 +31,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.extractors import DEFAULT_SET, ClipInput
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.feature_cache import FeatureCache
+from storage.feature_cache import ARTIFACT_ROW_GROUP, FeatureCache
 from storage.ingest import USABLE
 from tasks.shard_worker import ExtractorSpec, ShardJob, extract_shard, init_worker
 
@@ -181,7 +181,7 @@ def assemble_features(registry: pd.DataFrame, spec: ExtractorSpec, cache_root: s
     if absent:
         raise RuntimeError(f"{len(absent)} clip(s) have no {spec.name} row in the cache "
                            f"(e.g. {sorted(absent)[:3]}): a shard did not finish")
-    ref = store.save(table, run_id, "features", spec.name)
+    ref = store.save(table, run_id, "features", spec.name, row_group_size=ARTIFACT_ROW_GROUP)
     statuses = pc.value_counts(table.column("status")).to_pylist()
     counts = {"clips": table.num_rows} | {d["values"]: d["counts"] for d in statuses}
     dims = [d for d in table.column("dim").to_pylist() if d is not None]

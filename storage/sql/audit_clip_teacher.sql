@@ -1,12 +1,13 @@
 -- Every teacher answer about one clip (each question, teacher and model), and what each
 -- teacher run made of it, oldest first. The clip's outcomes are found first; only their
--- answers are looked up.
+-- answers are looked up (both CTEs materialized, so each is an index lookup on clip_id: joined
+-- inline, the answers became a full scan with a join filter).
 WITH outcomes AS MATERIALIZED (
     SELECT run_id, question, teacher, outcome, from_cache, attempts, cache_key
     FROM teacher_outcomes
     WHERE clip_id = $clip_id
 ),
-answers AS (
+answers AS MATERIALIZED (
     SELECT cache_key, model, status, label, scores, reasoning, raw_text, modality_shares, error, created_at
     FROM teacher_answers
     WHERE clip_id = $clip_id

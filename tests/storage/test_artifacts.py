@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from storage.artifacts import ArtifactStore, sha256_bytes
@@ -63,3 +64,18 @@ def test_segments_cannot_escape_the_store(tmp_path, run_id, stage, name):
 def test_missing_artifact_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing from the store"):
         ArtifactStore(tmp_path).load("r/s/x.parquet")
+
+
+def test_row_groups_let_a_key_filter_read_one_group(tmp_path):
+    store = ArtifactStore(tmp_path)
+    frame = pd.DataFrame({"clip_id": [f"c{i:03d}" for i in range(10)], "x": range(10)})
+    one = store.save(frame, "r1", "features", "one")
+    many = store.save(frame, "r1", "features", "many", row_group_size=4)
+    assert pq.ParquetFile(store.path(one.path)).num_row_groups == 1
+    assert pq.ParquetFile(store.path(many.path)).num_row_groups == 3
+    assert store.load(many).equals(store.load(one))
+    # The sorted key's statistics leave one group whose range holds the clip.
+    meta = pq.ParquetFile(store.path(many.path)).metadata
+    ranges = [(meta.row_group(g).column(0).statistics.min, meta.row_group(g).column(0).statistics.max)
+              for g in range(meta.num_row_groups)]
+    assert [lo <= "c005" <= hi for lo, hi in ranges] == [False, True, False]

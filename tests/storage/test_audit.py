@@ -23,7 +23,7 @@ import pytest
 
 from storage import audit
 from storage.artifacts import ArtifactStore
-from storage.catalog import Catalog
+from storage.catalog import Catalog, sql
 from storage.feature_cache import SCHEMA
 
 ROOT_DIR = "/data/d"
@@ -270,6 +270,24 @@ def test_clip_history_by_name_or_id(built):
     assert beta["features"][0]["status"] == "error" and "decoder failed" in beta["features"][0]["reason"]
     assert gamma["features"][0]["status"] == "absent"
     assert [d["decision"] for d in beta["decisions"]] == ["rejected", "accepted", "rejected"]
+
+
+def test_one_clips_rows_are_index_lookups(built):
+    """`audit clip` at a million decisions stays fast because the clip's decisions, teacher
+    answers and outcomes, and the clip by name, are found through the schema-v8 indexes, not by
+    scanning each table."""
+    catalog, _ = built
+    cases = [("audit_clip_decisions", {"clip_id": IDS["alpha"], "run_id": None}, "clip_decisions"),
+             ("audit_clip_teacher", {"clip_id": IDS["alpha"]}, "teacher_outcomes"),
+             ("audit_clip_teacher", {"clip_id": IDS["alpha"]}, "teacher_answers"),
+             ("audit_find_clip", {"clip": "alpha"}, "clips")]
+    with catalog.reader() as s:
+        for query, params, table in cases:
+            plan = s.con.execute("EXPLAIN ANALYZE " + sql(query), params).fetchall()[0][1]
+            scans = [block for block in plan.split("╭─") if f'Table: "catalog".main.{table}' in block
+                     or f"Table: {table}" in block]
+            assert scans, (query, table, plan)
+            assert all("Index Scan" in block for block in scans), (query, table, plan)
 
 
 def test_round_diff_within_a_run_and_across_runs(built):
