@@ -22,12 +22,13 @@ Then runs the real stages, one process at a time, on that workspace:
     mersemi finalize
     mersemi audit rounds | accepted --round 1 | clip NAME
 
-and prints, per stage, wall time and the peak summed RSS of the stage's process tree
-(psutil, every 0.1 s, children included); per mining round its wall time (the catalog's
+and prints, per stage, wall time and the peak summed PSS of the stage's process tree
+(/proc/PID/smaps_rollup, every 0.25 s, children included); per mining round its wall time (the catalog's
 stages.started_at / finished_at); and the in-memory size of the feature matrix, to compare
 peaks across pool sizes. Several `--pool` values run one after the other in fresh workspaces.
 
     python bench/scale_pool.py --root /tmp/scale --pool 25000,100000 [--folds 3 --seeds 0 --epochs 30]
+        [--workers 2]
 """
 
 from __future__ import annotations
@@ -212,23 +213,30 @@ def build(ws: Path, n_train: int, n_pool: int, au_frames: int, joint: int, teach
                             teacher_accuracy, rng)
     pd.DataFrame({"name": registry["name"], "discrete": np.array(LABELS)[truth]})[pool].to_csv(
         ws / "truth.csv", index=False)
-    atomic_write(ws / "bench.json", json.dumps({"train": n_train, "pool": n_pool}).encode())
-    return {"matrix_mb": matrix_bytes / 2**20, "teacher_accuracy": measured,
-            "artifacts_mb": sum(s["ref"].n_bytes for s in sets) / 2**20,
-            "sample": registry.loc[pool, "name"].iloc[len(registry[pool]) // 2]}
+    built = {"train": n_train, "pool": n_pool, "matrix_mb": matrix_bytes / 2**20,
+             "teacher_accuracy": measured,
+             "artifacts_mb": sum(s["ref"].n_bytes for s in sets) / 2**20,
+             "sample": str(registry.loc[pool, "name"].iloc[len(registry[pool]) // 2])}
+    atomic_write(ws / "bench.json", json.dumps(built).encode())
+    return built
 
 
 # ---- measuring a stage ----------------------------------------------------------------------
-def tree_rss(proc: psutil.Process) -> int:
+def tree_pss(proc: psutil.Process) -> int:
+    """Summed proportional set size of a process and its children: pages shared between them
+    (forked fold workers share the bundle copy-on-write) counted once, split between sharers.
+    Summed RSS would count a shared page once per process."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += p.memory_info().rss
+        # smaps_rollup: the kernel's sum (psutil's memory_full_info parses all of smaps, which
+        # took a third of a core at 10 samples a second on a 2 GB process).
+        with contextlib.suppress(OSError), open(f"/proc/{p.pid}/smaps_rollup") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
     return total
 
 
 def run_stage(args: list[str], env: dict) -> dict:
-    """Run one command; wall time, peak summed RSS of its process tree, its last stdout line."""
+    """Run one command; wall time, peak summed PSS of its process tree, its last stdout line."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ps, peak, done = psutil.Process(proc.pid), 0, threading.Event()
@@ -237,10 +245,10 @@ def run_stage(args: list[str], env: dict) -> dict:
         nonlocal peak
         while not done.is_set():
             try:
-                peak = max(peak, tree_rss(ps))
+                peak = max(peak, tree_pss(ps))
             except psutil.NoSuchProcess:
                 return
-            done.wait(0.1)
+            done.wait(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -271,17 +279,23 @@ def round_times(ws: Path, run_id: str) -> list[tuple[int, float, int, int]]:
 
 def bench_pool(root: Path, n_pool: int, args) -> None:
     ws = root / f"pool-{n_pool}"
-    if ws.exists():
-        shutil.rmtree(ws)
-    ws.mkdir(parents=True)
     t0 = time.perf_counter()
-    built = build(ws, args.train, n_pool, args.au_frames, args.joint, args.teacher_accuracy)
+    if args.reuse and (ws / "bench.json").exists():
+        # The kept workspace of an earlier run (--keep) with its stages' runs: run `--only` stages
+        # again on it (a changed code version makes new mining and finalize runs).
+        built = json.loads((ws / "bench.json").read_text())
+    else:
+        if ws.exists():
+            shutil.rmtree(ws)
+        ws.mkdir(parents=True)
+        built = build(ws, args.train, n_pool, args.au_frames, args.joint, args.teacher_accuracy)
     build_s = time.perf_counter() - t0
     print(f"\n## pool {n_pool:,} (+ {args.train:,} labelled): workspace {ws}, built in {build_s:.1f} s; "
           f"feature matrix {built['matrix_mb']:.0f} MB in memory (float32), artifacts "
           f"{built['artifacts_mb']:.0f} MB; teacher accuracy {built['teacher_accuracy']:.3f}", flush=True)
     env = os.environ | {"PREFECT_LOGGING_LEVEL": "WARNING"}
-    train_opts = ["--folds", str(args.folds), "--seeds", args.seeds, "--epochs", str(args.epochs)]
+    train_opts = ["--folds", str(args.folds), "--seeds", args.seeds, "--epochs", str(args.epochs),
+                  "--workers", str(args.workers)]
     w = ["-w", str(ws)]
     stages = [
         ("train (baseline)", [MERSEMI, "train", *w, *train_opts, "--json"]),
@@ -295,7 +309,7 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         ("audit accepted --round 1", [MERSEMI, "audit", "accepted", *w, "--round", "1"]),
         ("audit clip", [MERSEMI, "audit", "clip", built["sample"], *w]),
     ]
-    print("\n| stage | wall s | peak RSS MB |\n|---|---|---|")
+    print("\n| stage | wall s | peak PSS MB |\n|---|---|---|")
     results = {}
     for name, cmd in stages:
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):
@@ -326,12 +340,16 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=1, help="processes fitting fold models (train, mine, "
+                    "finalize)")
     ap.add_argument("--policy", default="consensus")
     ap.add_argument("--only", default="", help="stages to run (name prefixes, comma-separated)")
     ap.add_argument("--keep", action="store_true", help="keep the workspaces")
+    ap.add_argument("--reuse", action="store_true", help="reuse a kept workspace (with --only)")
     args = ap.parse_args()
     print(f"scale bench: {args.train} labelled, pools {args.pool}; training --folds {args.folds} "
-          f"--seeds {args.seeds} --epochs {args.epochs} (2 fusions); mine --policy {args.policy}; "
+          f"--seeds {args.seeds} --epochs {args.epochs} --workers {args.workers} (2 fusions); "
+          f"mine --policy {args.policy}; "
           f"{os.cpu_count()} cores", flush=True)
     for n in (int(x) for x in args.pool.split(",")):
         bench_pool(args.root, n, args)

@@ -252,6 +252,8 @@ def train(
     seeds: Annotated[str, typer.Option(help="seeds, comma-separated")] = "0,1,2",
     epochs: Annotated[int, typer.Option(help="most epochs per fold (early stopping)")] = 80,
     class_weighted: Annotated[bool, typer.Option(help="class-weighted loss")] = False,
+    workers: Annotated[int, typer.Option(
+        help="processes fitting fold models side by side (same results)")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the fusion baseline with k-fold cross-validation; report CV weighted F1 per head."""
@@ -263,7 +265,7 @@ def train(
         return train_flow(TrainParams(
             workspace=resolve(workspace), dataset=dataset, fusions=csv_tuple(fusion),
             experts=csv_tuple(experts), folds=folds, seeds=csv_tuple(seeds, int), epochs=epochs,
-            class_weighted=class_weighted))
+            class_weighted=class_weighted, workers=workers))
 
     summary = run_guarded(go)
     if as_json:
@@ -316,6 +318,8 @@ def mine(
     folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
     seeds: Annotated[str, typer.Option(help="seeds, comma-separated")] = "0,1,2",
     epochs: Annotated[int, typer.Option(help="most epochs per fold")] = 80,
+    workers: Annotated[int, typer.Option(
+        help="processes fitting fold models side by side (same results)")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Multi-round voting data mining: accept pseudo-labels where the voters agree, retrain, repeat."""
@@ -327,7 +331,7 @@ def mine(
         return mine_flow(MineParams(
             workspace=resolve(workspace), dataset=dataset, rounds=rounds, policy=policy, quorum=quorum,
             selection=selection, target_precision=target_precision, weighting=weighting, folds=folds,
-            seeds=csv_tuple(seeds, int), epochs=epochs))
+            seeds=csv_tuple(seeds, int), epochs=epochs, workers=workers))
 
     summary = run_guarded(go)
     if as_json:
@@ -363,6 +367,8 @@ def finalize(
     folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
     seeds: Annotated[str, typer.Option(help="seeds, comma-separated")] = "0,1,2",
     epochs: Annotated[int, typer.Option(help="most epochs per fold")] = 80,
+    workers: Annotated[int, typer.Option(
+        help="processes fitting fold models side by side (same results)")] = 1,
     out_file: Annotated[Path | None, typer.Option("--out", help="also copy the submission here")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -377,7 +383,7 @@ def finalize(
             workspace=resolve(workspace), dataset=dataset, mine_run=mine_run, weighting=weighting,
             members=csv_tuple(members, str), ensemble=ensemble, validate_rules=not force_rules,
             refine=refine, down_weight=down_weight, folds=folds, seeds=csv_tuple(seeds, int),
-            epochs=epochs, out=out_file, **extra))
+            epochs=epochs, workers=workers, out=out_file, **extra))
 
     summary = run_guarded(go)
     if as_json:

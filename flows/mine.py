@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from flows.faults import checkpoint
 from flows.params import MineParams
@@ -39,7 +40,7 @@ from tasks.mine import (
     stop_reason,
     usable_pool,
 )
-from tasks.train import train_task, training_labels
+from tasks.train import train_task, training_labels, training_set_task
 
 
 @flow(name="mine", validate_parameters=True)
@@ -66,6 +67,9 @@ def mine_flow(params: MineParams) -> dict:
                           cache_key=key, resume=resume):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
             features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+            # Every round trains on clips of this one bundle; the feature frames are let go.
+            inputs = training_set_task(registry, features, config)
+            del features
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             human = training_labels(registry)[["clip_id", "label"]]
             # Clips earlier mining runs decided: the others are new (added since the last run).
@@ -81,7 +85,8 @@ def mine_flow(params: MineParams) -> dict:
             for r in range(len(done) + 1, last + 1):
                 started = now()
                 # Train on the human labels plus every clip accepted so far; predict the pool.
-                out = train_task(registry, features, state.labels, config, ws.artifacts, run_id,
+                # quote(): Prefect would otherwise walk the bundle's 100,000s of arrays for futures.
+                out = train_task(registry, quote(inputs), state.labels, config, ws.artifacts, run_id,
                                  extra_labels=accepted, stage=f"round-{r}")
                 checkpoint(f"mine:round-{r}:trained")
                 # Vote on the clips still in the pool; decide; keep the labels balanced.
@@ -109,6 +114,8 @@ def mine_flow(params: MineParams) -> dict:
                 accepted = merge_accepted(accepted, new)
                 pool = sorted(set(pool) - set(new["clip_id"]))
                 best_cv = max(best_cv or 0.0, result.cv_weighted_f1)
+                # Recorded: the next round's training must not hold this round's predictions too.
+                del out, result
             finish_run(ws.catalog, run_id, "completed")
     summary = mine_result(ws, run_id, state.dataset, resumed_after=len(done) if resume else None)
     create_markdown_artifact(key="mine-summary", markdown=mine_markdown(summary),

@@ -139,6 +139,9 @@ class TrainParams(BaseModel):
     weight_decay: float = Field(default=1e-3, ge=0, le=1.0)
     class_weighted: bool = False
     aux_weight: float = Field(default=0.5, ge=0, le=10)
+    workers: int = Field(default=1, ge=1, le=64,
+                         description="processes fitting fold models side by side (forked; one torch "
+                         "thread each); the results do not depend on it")
 
     @field_validator("fusions")
     @classmethod

@@ -31,16 +31,18 @@ MODEL_SETTINGS = {"hidden", "dropout", "epochs", "patience", "lr", "weight_decay
 def train_config(params: TrainParams) -> TrainConfig:
     """The training settings of a run's parameters (train and mine share them)."""
     return TrainConfig(fusions=params.fusions, experts=params.experts, folds=params.folds,
-                       seeds=params.seeds, model=params.model_dump(include=MODEL_SETTINGS))
+                       seeds=params.seeds, model=params.model_dump(include=MODEL_SETTINGS),
+                       workers=params.workers)
 
 
 def run_key(ws: Workspace, command: str, params, state, feature_ids: list[str], teacher) -> str:
     """The content key of a run: its parameters (less the workspace), the registry's, feature
-    sets' and teacher answers' hashes, and the code version."""
+    sets' and teacher answers' hashes, and the code version. Not the workers: a run with more
+    processes computes the same result."""
     inputs = {"registry": state.registry_sha256,
               "features": sorted(artifact_hashes(ws.catalog, feature_ids).values()),
               "teacher": answers_digest(ws.catalog, teacher[0]) if teacher else None}
-    return content_key(command, params.model_dump(mode="json", exclude={"workspace"}), inputs)
+    return content_key(command, params.model_dump(mode="json", exclude={"workspace", "workers"}), inputs)
 
 
 def metric_rows(metrics: dict) -> list[tuple[str, str, float]]:

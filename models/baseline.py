@@ -279,17 +279,19 @@ class FusionClassifier:
         return loss
 
     # ---- inference ----------------------------------------------------------------------
-    def predict_proba(self, bundle: Bundle) -> dict[str, np.ndarray]:
+    def predict_proba(self, bundle: Bundle, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per head, (N, labels) probabilities of the bundle's clips, or of its `rows` (indices,
+        in that order; the pool is predicted in place, never copied out of the bundle)."""
         with torch_threads(self.threads):
-            return self._predict_proba(bundle)
+            return self._predict_proba(bundle, np.arange(len(bundle)) if rows is None else np.asarray(rows))
 
     @torch.inference_mode()
-    def _predict_proba(self, bundle: Bundle) -> dict[str, np.ndarray]:
+    def _predict_proba(self, bundle: Bundle, rows: np.ndarray) -> dict[str, np.ndarray]:
         was_training = self.net_.training
         self.net_.eval()
         outs: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(bundle), 256):
-            idx = np.arange(start, min(start + 256, len(bundle)))
+        for start in range(0, len(rows), 256):
+            idx = rows[start : start + 256]
             inputs, present = self._tensors(bundle, idx)
             out = self._forward(inputs, present)
             outs.setdefault("final", []).append(torch.softmax(out["logits"], -1).numpy())

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.baseline import FusionClassifier
 from storage.artifacts import ArtifactStore
-from tasks.train import USABLE, _rows, average_folds, build_bundle, choose_experts
+from tasks.train import USABLE, build_bundle, choose_experts, prediction_frame
 
 
 def load_models(store: ArtifactStore, model_paths: list[str]) -> list[tuple[str, FusionClassifier]]:
@@ -52,9 +52,8 @@ def predict(
             bundles[names] = build_bundle(ids, features, choose_experts(list(features), list(names)))
         bundle = bundles[names]
         fu, seed, fold = fold_of(path)
-        parts += _rows(ids, model.predict_proba(bundle), label_set, fusion=fu, seed=seed, fold=fold)
-    predictions = pd.concat(parts, ignore_index=True)
-    predictions = pd.concat([predictions, average_folds(predictions, label_set)], ignore_index=True)
+        parts.append(({"fusion": fu, "seed": seed, "fold": fold}, model.predict_proba(bundle)))
+    predictions = prediction_frame(ids, parts, label_set)
     fusion = fusion or models[0][1].fusion
     chosen = predictions[
         (predictions["seed"] == "mean") & (predictions["fusion"] == fusion) & (predictions["head"] == head)

@@ -16,8 +16,14 @@ toolkit averages fold logits).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import multiprocessing as mp
+import os
+import signal
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -122,6 +128,8 @@ class TrainConfig:
     folds: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
     model: dict = field(default_factory=dict)     # FusionClassifier settings (hidden, epochs, ...)
+    # Processes fitting fold models side by side (fork); results do not depend on it.
+    workers: int = 1
 
     def build(self, labels: tuple[str, ...], fusion: str, seed: int) -> FusionClassifier:
         return FusionClassifier(labels, fusion=fusion, seed=seed, **self.model)
@@ -157,6 +165,112 @@ def mean_log(probs: list[np.ndarray]) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold model to fit: its seed, fold and fusion, and its rows among the training labels."""
+
+    seed: int
+    fold: int
+    fusion: str
+    tr: np.ndarray
+    va: np.ndarray
+
+
+@dataclass
+class FoldData:
+    """What every fold fit reads: the bundle of all clips (labelled and to predict), the rows of
+    the training labels in it with their label indices and weights, and the rows to predict."""
+
+    bundle: Bundle
+    train_rows: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray | None
+    predict_rows: np.ndarray
+    label_set: tuple[str, ...]
+    config: TrainConfig
+
+
+def fold_jobs(y: np.ndarray, config: TrainConfig) -> list[FoldJob]:
+    """Every (seed, fold, fusion) fit, in the order their outputs are recorded."""
+    jobs = []
+    for seed in config.seeds:
+        folds = StratifiedKFold(config.folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+        for fold, (tr, va) in enumerate(folds):
+            jobs += [FoldJob(seed, fold, fusion, tr, va) for fusion in config.fusions]
+    return jobs
+
+
+def fit_fold(data: FoldData, job: FoldJob) -> dict:
+    """Fit one fold model; its out-of-fold and pool probabilities per head, bytes and scores."""
+    b_tr, b_va = data.bundle.subset(data.train_rows[job.tr]), data.bundle.subset(data.train_rows[job.va])
+    model = data.config.build(data.label_set, job.fusion, job.seed * 1000 + job.fold).fit(
+        b_tr, data.y[job.tr], None if data.weight is None else data.weight[job.tr], val=(b_va, data.y[job.va])
+    )
+    return {"oof": model.predict_proba(b_va), "pred": model.predict_proba(data.bundle, data.predict_rows),
+            "bytes": model.to_bytes(), "val_f1": model.val_f1_, "best_epoch": model.best_epoch_}
+
+
+# The fold data and jobs of the running `fit_folds`, inherited by its forked workers (never pickled:
+# at 100,000 candidates the bundle is ~330 MB, shared copy-on-write).
+_SHARED: tuple[FoldData, list[FoldJob]] | None = None
+
+
+def _fit_shared(i: int) -> dict:
+    data, jobs = _SHARED
+    return fit_fold(data, jobs[i])
+
+
+def _die_with_parent(parent: int) -> None:
+    """A fold worker is killed when the flow process ends (SIGKILLed, crashed) instead of fitting
+    on for nobody (Linux: PR_SET_PDEATHSIG; elsewhere it ends after its current fit)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)      # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:                  # the parent died before the line above ran
+        os._exit(1)
+
+
+def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> list[dict]:
+    """`fit_fold` of every job, in job order. `workers` > 1: that many forked processes fit
+    side by side (one torch thread each, as in this process); each fit is seeded by its own
+    (seed, fold), so the results are the same as with one worker. Where fork is unavailable
+    (Windows), one worker."""
+    global _SHARED
+    if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
+        return [fit_fold(data, job) for job in jobs]
+    _SHARED = (data, jobs)
+    try:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+            return list(pool.map(_fit_shared, range(len(jobs))))
+    finally:
+        _SHARED = None
+
+
+def prediction_frame(ids: list[str], parts: list[tuple[dict, dict[str, np.ndarray]]],
+                     label_set: tuple[str, ...]) -> pd.DataFrame:
+    """clip_id, head, fusion, seed, fold, p_<label>: the rows of every part (keys fusion, seed,
+    fold; probabilities per head, rows in `ids` order), then per fusion and head a 'mean' row per
+    clip (every seed's and fold's, averaged in log space). Built column by column in one copy
+    (3.2 M rows at 100,000 candidates; a frame per head concatenated twice held three)."""
+    blocks = [(head, keys["fusion"], keys["seed"], keys["fold"], p)
+              for keys, probs in parts for head, p in probs.items()]
+    groups: dict[tuple[str, str], list[tuple[tuple[str, str], np.ndarray]]] = {}
+    for head, fusion, seed, fold, p in blocks:
+        groups.setdefault((fusion, head), []).append(((seed, fold), p))
+    for fusion, head in sorted(groups):
+        members = [p for _, p in sorted(groups[(fusion, head)], key=lambda m: m[0])]
+        blocks.append((head, fusion, "mean", "mean", mean_log(members).astype(np.float32)))
+    n = len(ids)
+    data = {"clip_id": np.tile(np.asarray(ids, dtype=object), len(blocks))}
+    for i, name in enumerate(("head", "fusion", "seed", "fold")):
+        data[name] = np.repeat(np.array([b[i] for b in blocks], dtype=object), n)
+    probs = (np.concatenate([b[4] for b in blocks]) if blocks
+             else np.zeros((0, len(label_set)), np.float32))
+    for j, lab in enumerate(label_set):
+        data[f"p_{lab}"] = probs[:, j]
+    return pd.DataFrame(data)
+
+
 def cross_validate(
     bundle: Bundle,
     labels_df: pd.DataFrame,
@@ -166,63 +280,23 @@ def cross_validate(
 ) -> TrainResult:
     """k-fold CV per seed and fusion: out-of-fold probabilities, fold models, predictions."""
     index = {c: i for i, c in enumerate(bundle.clip_ids)}
-    train_rows = np.array([index[c] for c in labels_df["clip_id"]])
     y = np.array([label_set.index(lab) for lab in labels_df["label"]])
-    weight = labels_df["weight"].to_numpy(np.float32) if "weight" in labels_df else None
-    to_predict = bundle.subset([index[c] for c in predict_ids])
+    data = FoldData(bundle, np.array([index[c] for c in labels_df["clip_id"]]), y,
+                    labels_df["weight"].to_numpy(np.float32) if "weight" in labels_df else None,
+                    np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config)
+    jobs = fold_jobs(y, config)
     oof_parts, pred_parts, models = [], [], []
-    for seed in config.seeds:
-        folds = StratifiedKFold(config.folds, shuffle=True, random_state=seed).split(train_rows, y)
-        for fold, (tr, va) in enumerate(folds):
-            b_tr, b_va = bundle.subset(train_rows[tr]), bundle.subset(train_rows[va])
-            for fusion in config.fusions:
-                model = config.build(label_set, fusion, seed * 1000 + fold).fit(
-                    b_tr, y[tr], None if weight is None else weight[tr], val=(b_va, y[va])
-                )
-                oof_parts += _rows(
-                    b_va.clip_ids, model.predict_proba(b_va), label_set, fusion=fusion, seed=seed, fold=fold
-                )
-                pred_parts += _rows(
-                    to_predict.clip_ids,
-                    model.predict_proba(to_predict),
-                    label_set,
-                    fusion=fusion,
-                    seed=str(seed),
-                    fold=str(fold),
-                )
-                models.append(
-                    {
-                        "fusion": fusion,
-                        "seed": seed,
-                        "fold": fold,
-                        "bytes": model.to_bytes(),
-                        "val_f1": model.val_f1_,
-                        "best_epoch": model.best_epoch_,
-                    }
-                )
+    for job, fitted in zip(jobs, fit_folds(data, jobs, config.workers), strict=True):
+        va_ids = [bundle.clip_ids[i] for i in data.train_rows[job.va]]
+        oof_parts += _rows(va_ids, fitted["oof"], label_set, fusion=job.fusion, seed=job.seed, fold=job.fold)
+        keys = {"fusion": job.fusion, "seed": str(job.seed), "fold": str(job.fold)}
+        pred_parts.append((keys, fitted["pred"]))
+        models.append({"fusion": job.fusion, "seed": job.seed, "fold": job.fold, "bytes": fitted["bytes"],
+                       "val_f1": fitted["val_f1"], "best_epoch": fitted["best_epoch"]})
     oof = pd.concat(oof_parts, ignore_index=True)
-    predictions = pd.concat(pred_parts, ignore_index=True)
-    predictions = pd.concat([predictions, average_folds(predictions, label_set)], ignore_index=True)
+    predictions = prediction_frame(list(predict_ids), pred_parts, label_set)
     metrics = oof_metrics(oof, labels_df, label_set)
     return TrainResult(oof, predictions, models, metrics)
-
-
-def average_folds(predictions: pd.DataFrame, label_set: tuple[str, ...]) -> pd.DataFrame:
-    """One 'mean' row per clip, fusion and head: every seed's and fold's, averaged in log space."""
-    cols = [f"p_{lab}" for lab in label_set]
-    out = []
-    for (fusion, head), group in predictions.groupby(["fusion", "head"], sort=True):
-        stacked = [g.set_index("clip_id")[cols] for _, g in group.groupby(["seed", "fold"])]
-        ids = stacked[0].index
-        p = mean_log([s.loc[ids].to_numpy() for s in stacked])
-        frame = pd.DataFrame(p, columns=cols)
-        frame.insert(0, "clip_id", list(ids))
-        frame.insert(1, "head", head)
-        frame.insert(2, "fusion", fusion)
-        frame.insert(3, "seed", "mean")
-        frame.insert(4, "fold", "mean")
-        out.append(frame)
-    return pd.concat(out, ignore_index=True)
 
 
 def oof_metrics(oof: pd.DataFrame, labels_df: pd.DataFrame, label_set: tuple[str, ...]) -> dict:
@@ -275,9 +349,30 @@ def training_labels(registry: pd.DataFrame, extra: pd.DataFrame | None = None,
     return labels.sort_values("clip_id").reset_index(drop=True)
 
 
+@dataclass
+class TrainingSet:
+    """What every training on one registry shares: the experts, the clips to predict (usable,
+    not `train`) and the bundle of those and the labelled clips. A mining run builds it once
+    (each round only adds labels of clips already in it) and lets the feature frames go."""
+
+    specs: list[ExpertSpec]
+    predict_ids: list[str]
+    bundle: Bundle
+
+
+def training_set(registry: pd.DataFrame, features: dict[str, pd.DataFrame], config: TrainConfig,
+                 extra_ids: set[str] | frozenset[str] = frozenset()) -> TrainingSet:
+    """The bundle of the registry's usable `train` and to-predict clips (and `extra_ids`)."""
+    specs = choose_experts(list(features), list(config.experts))
+    usable = registry[registry["status"].isin(USABLE)]
+    predict_ids = usable.loc[usable["split"] != "train", "clip_id"].astype(str).tolist()
+    ids = sorted(set(training_labels(registry)["clip_id"]) | set(predict_ids) | set(extra_ids))
+    return TrainingSet(specs, predict_ids, build_bundle(ids, features, specs))
+
+
 def train(
     registry: pd.DataFrame,
-    features: dict[str, pd.DataFrame],
+    features: dict[str, pd.DataFrame] | TrainingSet,
     label_set: tuple[str, ...],
     config: TrainConfig,
     store: ArtifactStore,
@@ -288,20 +383,26 @@ def train(
 ) -> dict:
     """The whole stage as one plain function: bundle, cross-validation, artifacts, summary.
 
-    `stage` names the artifacts' folder (a mining run trains once per round: "round-1", ...);
-    `human_weights` down-weights human labels that label refinement flagged."""
-    specs = choose_experts(list(features), list(config.experts))
+    `features`: the feature frames, or a `training_set` of them built earlier (every label's
+    clip must be in its bundle). `stage` names the artifacts' folder (a mining run trains once
+    per round: "round-1", ...); `human_weights` down-weights human labels that label refinement
+    flagged."""
     labels_df = training_labels(registry, extra_labels, human_weights)
     if labels_df["label"].nunique() < 2 or labels_df["label"].value_counts().min() < config.folds:
         raise ValueError(
             f"training needs at least {config.folds} labelled clips of each of two or more "
             f"labels for {config.folds}-fold CV; got {labels_df['label'].value_counts().to_dict()}"
         )
-    usable = registry[registry["status"].isin(USABLE)]
-    predict_ids = usable.loc[usable["split"] != "train", "clip_id"].astype(str).tolist()
-    ids = sorted(set(labels_df["clip_id"]) | set(predict_ids))
-    bundle = build_bundle(ids, features, specs)
-    result = cross_validate(bundle, labels_df, label_set, config, predict_ids)
+    if isinstance(features, TrainingSet):
+        data = features
+        outside = sorted(set(labels_df["clip_id"]) - set(data.bundle.clip_ids))
+        if outside:
+            raise ValueError(f"{len(outside)} labelled clip(s) are not in the training set built "
+                             f"earlier (e.g. {outside[:3]}): build it with them")
+    else:
+        data = training_set(registry, features, config, set(labels_df["clip_id"]))
+    specs, predict_ids = data.specs, data.predict_ids
+    result = cross_validate(data.bundle, labels_df, label_set, config, predict_ids)
     refs = save_training(result, store, run_id, stage)
     return {
         "result": result,
@@ -314,3 +415,4 @@ def train(
 
 
 train_task = task(train, name="train-baseline", cache_policy=NO_CACHE)
+training_set_task = task(training_set, name="training-set", cache_policy=NO_CACHE)

@@ -22,8 +22,9 @@ def test_train_and_predict_write_models_metrics_and_a_submission(corpus_copy, tm
         "audio_egemaps,text,au,audio_handcrafted",
     )
     assert code == 0, text
+    # Two forked processes fit the fold models inside the flow run.
     code, trained, text = mersemi("train", "-w", ws, "--json", "--folds", "2", "--epochs", "4",
-                                  "--seeds", "0")
+                                  "--seeds", "0", "--workers", "2")
     assert code == 0, text
     assert trained["n_train"] == 12 and trained["models"] == 4
     assert set(trained["cv_weighted_f1"]) == {"moe", "attention"}

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from storage.artifacts import ArtifactStore
 from storage.feature_cache import SCHEMA
+from tasks import train as train_module
 from tasks.predict import fold_of, load_models, majority_label, predict
-from tasks.train import TrainConfig, build_bundle, choose_experts, mean_log, train, training_labels
+from tasks.train import (
+    FoldJob,
+    TrainConfig,
+    build_bundle,
+    choose_experts,
+    fit_folds,
+    mean_log,
+    prediction_frame,
+    train,
+    training_labels,
+    training_set,
+)
 
 LABELS = ("neutral", "happy", "sad")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def feature_frame(name, ids, y, dim, rng, seq=False, missing=()):
@@ -137,6 +158,97 @@ def test_train_then_predict_every_candidate(corpus, tmp_path):
     assert submission.set_index("name").loc["clip41", "discrete"] == majority_label(registry)
     p = predictions[predictions["seed"] != "mean"]
     assert set(p["fold"]) == {"0", "1", "2"} and set(p["seed"]) == {"0", "1"}
+
+
+def test_fold_models_fitted_by_two_processes_give_the_same_results(corpus, tmp_path):
+    registry, features, _ = corpus
+    config = TrainConfig(folds=3, seeds=(0,), model={"epochs": 4, "hidden": 16})
+    one = train(registry, features, LABELS, config, ArtifactStore(tmp_path / "one"), "r")
+    two = train(registry, features, LABELS, replace(config, workers=2), ArtifactStore(tmp_path / "two"), "r")
+    a, b = one["result"], two["result"]
+    pd.testing.assert_frame_equal(a.oof, b.oof)
+    pd.testing.assert_frame_equal(a.predictions, b.predictions)
+    assert [(m["fusion"], m["fold"], m["val_f1"], m["best_epoch"]) for m in a.models] == [
+        (m["fusion"], m["fold"], m["val_f1"], m["best_epoch"]) for m in b.models]
+    assert a.metrics == b.metrics
+
+
+def test_a_training_set_built_once_trains_as_the_frames_do(corpus, tmp_path):
+    registry, features, _ = corpus
+    config = TrainConfig(folds=3, seeds=(0,), fusions=("moe",), model={"epochs": 3, "hidden": 16})
+    built = training_set(registry, features, config)
+    extra = pd.DataFrame({"clip_id": [built.predict_ids[0]], "label": ["sad"], "weight": [0.5]})
+    a = train(registry, features, LABELS, config, ArtifactStore(tmp_path / "a"), "r", extra_labels=extra)
+    b = train(registry, built, LABELS, config, ArtifactStore(tmp_path / "b"), "r", extra_labels=extra)
+    assert a["n_train"] == b["n_train"] == 31
+    pd.testing.assert_frame_equal(a["result"].oof, b["result"].oof)
+    pd.testing.assert_frame_equal(a["result"].predictions, b["result"].predictions)
+    outside = pd.DataFrame({"clip_id": ["not-in-it"], "label": ["sad"], "weight": [1.0]})
+    with pytest.raises(ValueError, match="not in the training set built earlier"):
+        train(registry, built, LABELS, config, ArtifactStore(tmp_path / "c"), "r", extra_labels=outside)
+
+
+def test_fit_folds_runs_jobs_in_forked_workers_and_keeps_job_order(monkeypatch):
+    jobs = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(4)]
+    monkeypatch.setattr(train_module, "fit_fold", lambda data, job: {"fold": job.fold, "pid": os.getpid()})
+    out = fit_folds(None, jobs, workers=2)
+    assert [o["fold"] for o in out] == [0, 1, 2, 3]
+    assert os.getpid() not in {o["pid"] for o in out}
+    assert {o["pid"] for o in fit_folds(None, jobs, workers=1)} == {os.getpid()}
+
+
+SLOW_FITS = """
+import os, sys, time
+import numpy as np
+from tasks import train as t
+def slow(data, job):
+    open(os.path.join(sys.argv[1], str(os.getpid())), "w").close()
+    time.sleep(300)
+t.fit_fold = slow
+t.fit_folds(None, [t.FoldJob(0, i, "moe", np.arange(1), np.arange(1)) for i in range(2)], workers=2)
+"""
+
+
+def test_fold_workers_end_when_the_flow_process_is_killed(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_FITS, str(tmp_path)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [psutil.Process(int(p.name)) for p in tmp_path.iterdir()]
+        assert len(workers) == 2 and all(w.ppid() == proc.pid for w in workers)
+    finally:
+        proc.kill()
+        proc.wait()
+
+    def alive(w: psutil.Process) -> bool:
+        try:
+            return w.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers)
+
+
+def test_prediction_frame_rows_then_log_space_means_per_fusion_and_head():
+    ids = ["a", "b"]
+    rows = {"f0": [[0.9, 0.1], [0.2, 0.8]], "f1": [[0.5, 0.5], [np.nan, np.nan]],
+            "x": [[0.3, 0.7], [0.6, 0.4]]}
+    p = {k: np.array(v, np.float32) for k, v in rows.items()}
+    parts = [({"fusion": "moe", "seed": "0", "fold": "1"}, {"final": p["f1"]}),
+             ({"fusion": "moe", "seed": "0", "fold": "0"}, {"final": p["f0"]}),
+             ({"fusion": "attention", "seed": "0", "fold": "0"}, {"final": p["x"]})]
+    frame = prediction_frame(ids, parts, ("happy", "sad"))
+    assert list(frame.columns) == ["clip_id", "head", "fusion", "seed", "fold", "p_happy", "p_sad"]
+    assert frame["fold"].tolist() == ["1", "1", "0", "0", "0", "0", "mean", "mean", "mean", "mean"]
+    assert frame["fusion"].tolist()[6:] == ["attention", "attention", "moe", "moe"]
+    mean = frame[(frame["seed"] == "mean") & (frame["fusion"] == "moe")][["p_happy", "p_sad"]].to_numpy()
+    np.testing.assert_allclose(mean, mean_log([p["f0"], p["f1"]]), rtol=1e-6)
+    np.testing.assert_allclose(mean[1], [0.2, 0.8], rtol=1e-6)        # NaN-aware: one fold knew b
+    assert frame["p_happy"].dtype == np.float32
 
 
 def test_too_few_labels_for_the_folds_is_a_clear_error(corpus, tmp_path):
