@@ -11,11 +11,10 @@ from flows.faults import checkpoint
 from flows.params import MineParams
 from flows.train import run_key, train_config
 from storage.catalog import now
-from storage.feature_cache import release_arrow_memory
 from storage.records import (
     accepted_pseudo_labels,
+    feature_frames,
     feature_set_ids,
-    feature_tables,
     finish_run,
     keyed_run,
     latest_stage_run,
@@ -67,11 +66,10 @@ def mine_flow(params: MineParams) -> dict:
         with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key, resume=resume):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, _ = feature_tables(ws.catalog, ws.artifacts, state.dataset)
+            features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset)
             # Every round trains on clips of this one bundle; the feature frames are let go.
             inputs = training_set_task(registry, features, config)
             del features
-            release_arrow_memory()
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             human = training_labels(registry)[["clip_id", "label"]]
             # Clips earlier mining runs decided: the others are new (added since the last run).

@@ -15,7 +15,6 @@ sequence (flattened T x D list<float32>, null when the extractor keeps none), ex
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,43 +101,9 @@ class FeatureCache:
         return table.sort_by("clip_id")
 
 
-def _flat_lists(table: pa.Table, column: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Per chunk of a list<float> column (a Parquet row group): (its first row, its offsets
-    (n + 1,) from 0, its flat float32 values), without a Python object per row and without
-    concatenating the chunks (a copy of the whole column)."""
-    start = 0
-    for arr in table.column(column).chunks:
-        offsets = arr.offsets.to_numpy().astype(np.int64)
-        values = arr.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        yield start, offsets - offsets[0], values[offsets[0]: offsets[-1]]
-        start += len(arr)
-
-
 def vectors(table: pa.Table | pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(clip ids, (N, D) float32 matrix with zeros where missing, (N,) bool mask of ok rows).
-
-    From an Arrow table the matrix is filled from the list column's flat values in one copy
-    (a pandas frame holds one numpy object per row: 2.6x the matrix at 100,000 clips)."""
-    if isinstance(table, pa.Table):
-        ok = np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok", bool)
-        dims = table.column("dim").to_numpy(zero_copy_only=False)[ok]
-        dim = int(dims[0]) if len(dims) else 0
-        out = np.zeros((table.num_rows, dim), dtype=np.float32)
-        ids = table.column("clip_id").to_pylist()
-        for start, offsets, values in _flat_lists(table, "vector"):
-            rows = slice(start, start + len(offsets) - 1)
-            lengths, here = np.diff(offsets), ok[rows]
-            if (lengths[here] != dim).any():
-                bad = np.asarray(ids[rows], object)[here & (lengths != dim)][:3]
-                raise ValueError(f"feature vectors of ok rows must all have dim {dim}; "
-                                 f"e.g. {list(bad)} do not")
-            if not lengths[~here].any():             # the usual layout: only ok rows hold values
-                out[rows][here] = values.reshape(-1, dim) if dim else values[:0].reshape(0, 0)
-            else:
-                for i in np.flatnonzero(here):
-                    out[start + i] = values[offsets[i]: offsets[i] + dim]
-        return ids, out, ok
-    frame = table
+    """(clip ids, (N, D) float32 matrix with zeros where missing, (N,) bool mask of ok rows)."""
+    frame = table.to_pandas() if isinstance(table, pa.Table) else table
     ok = (frame["status"] == "ok").to_numpy()
     dims = frame.loc[ok, "dim"]
     dim = int(dims.iloc[0]) if len(dims) else 0
@@ -147,31 +112,3 @@ def vectors(table: pa.Table | pd.DataFrame) -> tuple[list[str], np.ndarray, np.n
         if ok[i]:
             out[i] = np.asarray(vec, dtype=np.float32)
     return frame["clip_id"].tolist(), out, ok
-
-
-def release_arrow_memory() -> None:
-    """Hand memory Arrow's pool kept after tables were dropped back to the OS (its allocator
-    keeps freed blocks, which numpy and torch cannot reuse: at 100,000 clips ~350 MB)."""
-    pa.default_memory_pool().release_unused()
-
-
-def sequences(table: pa.Table | pd.DataFrame) -> tuple[list[str], list[np.ndarray | None]]:
-    """(clip ids, per row its (seq_len, seq_dim) float32 sequence, or None where the row is not
-    ok or has none). From an Arrow table each sequence is a view into the column's values."""
-    if isinstance(table, pa.Table):
-        status = table.column("status").to_numpy(zero_copy_only=False)
-        seq_len = table.column("seq_len").to_numpy(zero_copy_only=False)
-        seq_dim = table.column("seq_dim").to_numpy(zero_copy_only=False)
-        valid = table.column("sequence").is_valid().to_numpy(zero_copy_only=False)
-        wanted = (status == "ok") & valid
-        seqs: list[np.ndarray | None] = [None] * table.num_rows
-        for start, offsets, values in _flat_lists(table, "sequence"):
-            for i in np.flatnonzero(wanted[start: start + len(offsets) - 1]):
-                n, d = int(seq_len[start + i]), int(seq_dim[start + i])
-                seqs[start + i] = values[offsets[i]: offsets[i] + n * d].reshape(n, d)
-        return table.column("clip_id").to_pylist(), seqs
-    status, sequence = table["status"].to_numpy(object), table["sequence"].to_numpy(object)
-    seq_len, seq_dim = table["seq_len"].to_numpy(), table["seq_dim"].to_numpy()
-    seqs = [np.asarray(sequence[j], np.float32).reshape(int(seq_len[j]), int(seq_dim[j]))
-            if status[j] == "ok" and sequence[j] is not None else None for j in range(len(table))]
-    return table["clip_id"].tolist(), seqs

@@ -15,8 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.artifacts import ArtifactRef
 from storage.catalog import Catalog, Session, now
@@ -218,20 +216,6 @@ def feature_frames(catalog: Catalog, store, dataset: str, names: Sequence[str] |
     sets = _feature_sets(catalog, dataset, names)
     frames = {s["extractor"]: pd.read_parquet(store.root / s["path"]) for s in sets}
     return frames, [s["artifact_id"] for s in sets]
-
-
-# What training reads of a feature artifact (not media_key, extractor, reason, extra: a string
-# per row each).
-TABLE_COLUMNS = ["clip_id", "status", "dim", "vector", "seq_len", "seq_dim", "sequence"]
-
-
-def feature_tables(catalog: Catalog, store, dataset: str, names: Sequence[str] | None = None
-                   ) -> tuple[dict[str, pa.Table], list[str]]:
-    """`feature_frames` as Arrow tables: no Python object per row and list cell (the frames of
-    100,000 clips take 2.6x their feature matrix; a table about 1x)."""
-    sets = _feature_sets(catalog, dataset, names)
-    tables = {s["extractor"]: pq.read_table(store.root / s["path"], columns=TABLE_COLUMNS) for s in sets}
-    return tables, [s["artifact_id"] for s in sets]
 
 
 def feature_set_ids(catalog: Catalog, dataset: str, names: Sequence[str] | None = None) -> list[str]:

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedKFold
@@ -36,7 +35,7 @@ from sklearn.model_selection import StratifiedKFold
 from models.baseline import Bundle, ExpertInput, FusionClassifier
 from models.metrics import evaluate
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.feature_cache import sequences, vectors
+from storage.feature_cache import vectors
 from storage.ingest import USABLE
 
 
@@ -79,21 +78,25 @@ def _positions(frame_ids, ids: list[str]) -> np.ndarray:
     return rows.reindex(ids).fillna(-1).to_numpy(np.int64)
 
 
-def _sequences(frame: pd.DataFrame | pa.Table, ids: list[str]) -> tuple[list[np.ndarray | None], np.ndarray]:
+def _sequences(frame: pd.DataFrame, ids: list[str]) -> tuple[list[np.ndarray | None], np.ndarray]:
     # Rows are located once, by index, not looked up clip by clip (the lookups took 7.3 s
     # for 8,000 clips, linear in the pool; bench/scale_pool.py).
-    fids, rows = sequences(frame)
-    pos = _positions(fids, ids)
-    seqs: list[np.ndarray | None] = [rows[j] if j >= 0 else None for j in pos]
-    present = np.array([s is not None for s in seqs], bool)
+    pos = _positions(frame["clip_id"], ids)
+    status = frame["status"].to_numpy(object)
+    sequence = frame["sequence"].to_numpy(object)
+    seq_len, seq_dim = frame["seq_len"].to_numpy(), frame["seq_dim"].to_numpy()
+    seqs: list[np.ndarray | None] = [None] * len(ids)
+    present = np.zeros(len(ids), bool)
+    for i, j in enumerate(pos):
+        if j >= 0 and status[j] == "ok" and sequence[j] is not None:
+            seqs[i] = np.asarray(sequence[j], np.float32).reshape(int(seq_len[j]), int(seq_dim[j]))
+            present[i] = True
     return seqs, present
 
 
-def _matrix(frame: pd.DataFrame | pa.Table, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _matrix(frame: pd.DataFrame, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     fids, X, ok = vectors(frame)
     pos = _positions(fids, ids)
-    if len(fids) == len(ids) and (pos == np.arange(len(ids))).all():
-        return X, ok                     # the artifact's rows are the bundle's: no second copy
     present = pos >= 0
     present[present] = ok[pos[present]]
     out = np.zeros((len(ids), X.shape[1]), np.float32)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
-import pyarrow as pa
 import pytest
 
 from storage.artifacts import ArtifactStore
@@ -172,35 +171,6 @@ def test_fold_models_fitted_by_two_processes_give_the_same_results(corpus, tmp_p
     assert [(m["fusion"], m["fold"], m["val_f1"], m["best_epoch"]) for m in a.models] == [
         (m["fusion"], m["fold"], m["val_f1"], m["best_epoch"]) for m in b.models]
     assert a.metrics == b.metrics
-
-
-def test_a_bundle_from_arrow_tables_equals_the_one_from_frames(corpus):
-    registry, features, _ = corpus
-    tables = {k: pa.Table.from_pandas(f, schema=SCHEMA, preserve_index=False) for k, f in features.items()}
-    # An odd row: not ok, yet with values in its vector (the flat values are then not only ok rows).
-    au = features["au"].copy()
-    au.at[2, "status"], au.at[2, "reason"] = "error", "decoder failed"
-    tables["au"] = pa.Table.from_pandas(au, schema=SCHEMA, preserve_index=False)
-    frames = dict(features, au=au)
-    ids = sorted(registry["clip_id"])
-    specs = choose_experts(list(features), None)
-    a, b = build_bundle(ids, frames, specs), build_bundle(ids, tables, specs)
-    assert a.clip_ids == b.clip_ids and a.names == b.names
-    for x, y in zip(a.experts, b.experts, strict=True):
-        np.testing.assert_array_equal(x.present, y.present)
-        if x.x is not None:
-            np.testing.assert_array_equal(x.x, y.x)
-        for sx, sy in ((x.seqs, y.seqs), (x.seqs2, y.seqs2)):
-            assert (sx is None) == (sy is None)
-            for u, v in zip(sx or [], sy or [], strict=True):
-                assert (u is None) == (v is None)
-                if u is not None:
-                    np.testing.assert_array_equal(u, v)
-    assert not b.experts[0].present[2] and b.experts[0].present[3]          # au: the error row is absent
-    wrong = tables["text"].set_column(tables["text"].schema.get_field_index("dim"), "dim",
-                                      pa.array([7] * tables["text"].num_rows, pa.int32()))
-    with pytest.raises(ValueError, match="must all have dim 7"):
-        build_bundle(ids, dict(tables, text=wrong), specs)
 
 
 def test_a_training_set_built_once_trains_as_the_frames_do(corpus, tmp_path):
