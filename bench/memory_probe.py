@@ -4,9 +4,10 @@ no Prefect), to see what grows with the pool. Run on a workspace kept by bench/s
     python bench/memory_probe.py /tmp/scale-bench/pool-25000 /tmp/scale-bench/pool-100000
 
 Prints VmRSS / VmHWM (resident and peak resident MB of this process) after each step: start,
-the feature frames loaded (`feature_frames`, as the mining flow loads them), the bundle built
-(`training_set`), the frames dropped, one training of 1 epoch (3 folds, 1 seed, one process).
-Each workspace is probed in a fresh process, so the peaks do not mix.
+the feature frames loaded (`feature_frames`: every column, and only `TRAINING_COLUMNS` as the
+flows load them now), the bundle built (`training_set`), the frames dropped, the freed heap
+handed back (`release_memory`: malloc_trim), one training of 1 epoch (3 folds, 1 seed, one
+process). Each workspace and column choice is probed in a fresh process, so the peaks do not mix.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ def memory() -> str:
     return f"rss {found['VmRSS']} MB, peak {found['VmHWM']} MB"
 
 
-def probe(workspace: str) -> None:
+def probe(workspace: str, columns: str) -> None:
+    from storage.feature_cache import TRAINING_COLUMNS
     from storage.records import feature_frames, resolve_dataset
     from storage.workspace import Workspace
-    from tasks.train import TrainConfig, train, training_set
+    from tasks.train import TrainConfig, release_memory, train, training_set
 
     ws = Workspace(workspace)
     state = resolve_dataset(ws.catalog, None)
-    print(f"{workspace}\n  start: {memory()}", flush=True)
+    print(f"{workspace} ({columns} columns)\n  start: {memory()}", flush=True)
     registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-    features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+    features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset,
+                                 columns=TRAINING_COLUMNS if columns == "training" else None)
     print(f"  feature frames loaded: {memory()}", flush=True)
     config = TrainConfig(folds=3, seeds=(0,), model={"epochs": 1}, workers=1)
     data = training_set(registry, features, config)
@@ -41,13 +44,16 @@ def probe(workspace: str) -> None:
     del features
     gc.collect()
     print(f"  frames dropped: {memory()}", flush=True)
+    release_memory()
+    print(f"  freed memory released (malloc_trim): {memory()}", flush=True)
     train(registry, data, state.labels, config, ws.artifacts, "memory-probe")
     print(f"  trained (1 epoch): {memory()}", flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2:
+    if sys.argv[1] != "--one":
         for path in sys.argv[1:]:
-            subprocess.run([sys.executable, __file__, path], check=True)
+            for columns in ("all", "training"):
+                subprocess.run([sys.executable, __file__, "--one", path, columns], check=True)
     else:
-        probe(sys.argv[1])
+        probe(sys.argv[2], sys.argv[3])

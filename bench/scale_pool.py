@@ -239,13 +239,12 @@ def run_stage(args: list[str], env: dict) -> dict:
     """Run one command; wall time, peak summed PSS of its process tree, its last stdout line."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    ps, peak, done = psutil.Process(proc.pid), 0, threading.Event()
+    ps, trace, done = psutil.Process(proc.pid), [], threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
             try:
-                peak = max(peak, tree_pss(ps))
+                trace.append((time.perf_counter() - t0, tree_pss(ps)))
             except psutil.NoSuchProcess:
                 return
             done.wait(0.25)
@@ -259,7 +258,9 @@ def run_stage(args: list[str], env: dict) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{err[-4000:]}")
     last = out.strip().splitlines()[-1] if out.strip() else ""
-    return {"wall_s": wall, "peak_mb": peak / 2**20, "stdout": out, "last": last}
+    at, peak = max(trace, key=lambda x: x[1]) if trace else (0.0, 0)
+    return {"wall_s": wall, "peak_mb": peak / 2**20, "peak_at_s": at, "stdout": out, "last": last,
+            "trace": trace}
 
 
 def round_times(ws: Path, run_id: str) -> list[tuple[int, float, int, int]]:
@@ -297,26 +298,31 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
     train_opts = ["--folds", str(args.folds), "--seeds", args.seeds, "--epochs", str(args.epochs),
                   "--workers", str(args.workers)]
     w = ["-w", str(ws)]
+    pseudo = ["--pseudo-ratio", args.pseudo_ratio] if args.pseudo_ratio else []
     stages = [
         ("train (baseline)", [MERSEMI, "train", *w, *train_opts, "--json"]),
         ("predict (pool)", [MERSEMI, "predict", *w, "--json"]),
         ("teacher (replay)", [MERSEMI, "teacher", *w, "--backend", "replay", "--answers",
                               str(ws / "teacher.jsonl"), "--json"]),
         ("mine (3 rounds)", [MERSEMI, "mine", *w, "--rounds", "3", "--policy", args.policy, *train_opts,
-                             "--json"]),
-        ("finalize", [MERSEMI, "finalize", *w, *train_opts, "--json"]),
+                             *pseudo, "--json"]),
+        ("finalize", [MERSEMI, "finalize", *w, *train_opts, *pseudo, "--json"]),
         ("audit rounds", [MERSEMI, "audit", "rounds", *w, "--truth", str(ws / "truth.csv")]),
         ("audit accepted --round 1", [MERSEMI, "audit", "accepted", *w, "--round", "1"]),
         ("audit clip", [MERSEMI, "audit", "clip", built["sample"], *w]),
     ]
-    print("\n| stage | wall s | peak PSS MB |\n|---|---|---|")
+    print("\n| stage | wall s | peak PSS MB | peak at s |\n|---|---|---|---|")
     results = {}
     for name, cmd in stages:
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):
             continue
         res = run_stage(cmd, env)
         results[name] = res
-        print(f"| {name} | {res['wall_s']:.1f} | {res['peak_mb']:.0f} |", flush=True)
+        print(f"| {name} | {res['wall_s']:.1f} | {res['peak_mb']:.0f} | {res['peak_at_s']:.0f} |", flush=True)
+        # The PSS samples, to place the peak among the stage's steps (rounds' times: the catalog).
+        slug = name.split(" ")[0]
+        (root / f"pss-{n_pool}-{slug}.csv").write_text(
+            "t_s,pss_mb\n" + "".join(f"{t:.2f},{b / 2**20:.0f}\n" for t, b in res["trace"]))
     if "mine (3 rounds)" in results:
         summary = json.loads(results["mine (3 rounds)"]["last"])
         print("\n| round | pool | accepted | wall s (catalog) |\n|---|---|---|---|")
@@ -343,6 +349,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="processes fitting fold models (train, mine, "
                     "finalize)")
     ap.add_argument("--policy", default="consensus")
+    ap.add_argument("--pseudo-ratio", help="mine and finalize: pseudo-labels per epoch as a multiple "
+                    "of the human labels, or 'all' [default: the pipeline's]")
     ap.add_argument("--only", default="", help="stages to run (name prefixes, comma-separated)")
     ap.add_argument("--keep", action="store_true", help="keep the workspaces")
     ap.add_argument("--reuse", action="store_true", help="reuse a kept workspace (with --only)")

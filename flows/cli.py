@@ -15,7 +15,17 @@ import typer
 from rich.table import Table
 
 from flows.audit_cli import audit_app
-from flows.cli_common import DaskAddressOpt, JsonOpt, TaskRunnerOpt, WorkspaceOpt, app, out, run_guarded
+from flows.cli_common import (
+    DaskAddressOpt,
+    JsonOpt,
+    PseudoRatioOpt,
+    TaskRunnerOpt,
+    WorkspaceOpt,
+    app,
+    out,
+    pseudo_ratio_arg,
+    run_guarded,
+)
 from flows.report_cli import report
 from flows.teacher_cli import show_teacher, teacher
 
@@ -320,6 +330,7 @@ def mine(
     epochs: Annotated[int, typer.Option(help="most epochs per fold")] = 80,
     workers: Annotated[int, typer.Option(
         help="processes fitting fold models side by side (same results)")] = 1,
+    pseudo_ratio: PseudoRatioOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Multi-round voting data mining: accept pseudo-labels where the voters agree, retrain, repeat."""
@@ -331,7 +342,7 @@ def mine(
         return mine_flow(MineParams(
             workspace=resolve(workspace), dataset=dataset, rounds=rounds, policy=policy, quorum=quorum,
             selection=selection, target_precision=target_precision, weighting=weighting, folds=folds,
-            seeds=csv_tuple(seeds, int), epochs=epochs, workers=workers))
+            seeds=csv_tuple(seeds, int), epochs=epochs, workers=workers, **pseudo_ratio_arg(pseudo_ratio)))
 
     summary = run_guarded(go)
     if as_json:
@@ -369,6 +380,7 @@ def finalize(
     epochs: Annotated[int, typer.Option(help="most epochs per fold")] = 80,
     workers: Annotated[int, typer.Option(
         help="processes fitting fold models side by side (same results)")] = 1,
+    pseudo_ratio: PseudoRatioOpt = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="also copy the submission here")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -383,7 +395,7 @@ def finalize(
             workspace=resolve(workspace), dataset=dataset, mine_run=mine_run, weighting=weighting,
             members=csv_tuple(members, str), ensemble=ensemble, validate_rules=not force_rules,
             refine=refine, down_weight=down_weight, folds=folds, seeds=csv_tuple(seeds, int),
-            epochs=epochs, workers=workers, out=out_file, **extra))
+            epochs=epochs, workers=workers, out=out_file, **extra, **pseudo_ratio_arg(pseudo_ratio)))
 
     summary = run_guarded(go)
     if as_json:

@@ -21,6 +21,21 @@ TaskRunnerOpt = Annotated[str, typer.Option(
     help="where feature shards run: processes (a pool on this host) or dask (a Dask cluster)")]
 DaskAddressOpt = Annotated[str | None, typer.Option(
     help="scheduler address of an existing Dask cluster [default: start a local one]")]
+PseudoRatioOpt = Annotated[str | None, typer.Option(
+    help="pseudo-labels drawn afresh each epoch, as a multiple of the fold's human labels, or "
+         "'all' (every one, every epoch) [default: the pipeline's default]")]
+
+
+def pseudo_ratio_arg(value: str | None) -> dict:
+    """The `pseudo_ratio` parameter of a --pseudo-ratio value (none given: the default)."""
+    if value is None:
+        return {}
+    if value.strip().lower() == "all":
+        return {"pseudo_ratio": None}
+    try:
+        return {"pseudo_ratio": float(value)}
+    except ValueError:
+        raise ValueError(f"--pseudo-ratio {value!r}: give a number (e.g. 2) or 'all'") from None
 
 
 def fail(message: str, code: int) -> None:

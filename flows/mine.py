@@ -11,6 +11,7 @@ from flows.faults import checkpoint
 from flows.params import MineParams
 from flows.train import run_key, train_config
 from storage.catalog import now
+from storage.feature_cache import TRAINING_COLUMNS
 from storage.records import (
     accepted_pseudo_labels,
     feature_frames,
@@ -40,7 +41,7 @@ from tasks.mine import (
     stop_reason,
     usable_pool,
 )
-from tasks.train import train_task, training_labels, training_set_task
+from tasks.train import release_memory, train_task, training_labels, training_set_task
 
 
 @flow(name="mine", validate_parameters=True)
@@ -66,10 +67,12 @@ def mine_flow(params: MineParams) -> dict:
         with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key, resume=resume):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+            features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset,
+                                         columns=TRAINING_COLUMNS)
             # Every round trains on clips of this one bundle; the feature frames are let go.
             inputs = training_set_task(registry, features, config)
             del features
+            release_memory()        # the frames' heap, before fold workers fork and inherit it
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             human = training_labels(registry)[["clip_id", "label"]]
             # Clips earlier mining runs decided: the others are new (added since the last run).
@@ -116,6 +119,7 @@ def mine_flow(params: MineParams) -> dict:
                 best_cv = max(best_cv or 0.0, result.cv_weighted_f1)
                 # Recorded: the next round's training must not hold this round's predictions too.
                 del out, result
+                release_memory()
             finish_run(ws.catalog, run_id, "completed")
     summary = mine_result(ws, run_id, state.dataset, resumed_after=len(done) if resume else None)
     create_markdown_artifact(key="mine-summary", markdown=mine_markdown(summary),

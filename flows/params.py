@@ -12,6 +12,9 @@ from tasks.rerank import DEFAULT_RULES, Rule
 from tasks.teacher import ENRICH_PROMPT, LABEL_PROMPT, ORDERS
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Pseudo-labels per epoch as a multiple of the human labels (None: all); chosen on validation
+# folds (docs/benchmarks.md, bench/pseudo_ratio.py).
+PSEUDO_RATIO: float | None = None
 
 
 class IngestParams(BaseModel):
@@ -162,7 +165,16 @@ class PredictParams(BaseModel):
     out: Path | None = Field(default=None, description="also copy the submission file here")
 
 
-class MineParams(TrainParams):
+class PseudoTrainParams(TrainParams):
+    """Training on human labels and pseudo-labels (mining rounds, the second stage)."""
+
+    pseudo_ratio: float | None = Field(
+        default=PSEUDO_RATIO, gt=0, le=1000,
+        description="pseudo-labels drawn afresh each epoch, as a multiple of the fold's human "
+        "labels (bounds a round's training time by the human labels); null: all, every epoch")
+
+
+class MineParams(PseudoTrainParams):
     """Multi-round voting data mining: the training settings plus the policy and the rounds."""
 
     rounds: int = Field(default=3, ge=1, le=50, description="most rounds")
@@ -184,7 +196,7 @@ class MineParams(TrainParams):
                                description="stop when CV weighted F1 falls by more than this")
 
 
-class FinalizeParams(TrainParams):
+class FinalizeParams(PseudoTrainParams):
     """Second stage, ensemble, re-ranking and the submission: the training settings plus these."""
 
     mine_run: str | None = Field(default=None, description="mining run whose accepted clips join "

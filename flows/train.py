@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 
 from flows.params import PredictParams, TrainParams
 from storage.catalog import now
+from storage.feature_cache import TRAINING_COLUMNS
 from storage.records import (
     artifact_hashes,
     content_key,
@@ -25,7 +26,7 @@ from tasks.predict import load_models, majority_label, predict_task, save_predic
 from tasks.train import TrainConfig, train_task
 
 MODEL_SETTINGS = {"hidden", "dropout", "epochs", "patience", "lr", "weight_decay", "class_weighted",
-                  "aux_weight"}
+                  "aux_weight", "pseudo_ratio"}
 
 
 def train_config(params: TrainParams) -> TrainConfig:
@@ -64,7 +65,8 @@ def train_flow(params: TrainParams) -> dict:
         with recorded_run(ws.catalog, run_id, "train", params.model_dump(mode="json"), flow_run.id):
             # Inputs: the clip registry and the newest feature set of each extractor.
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset,
+                                                   columns=TRAINING_COLUMNS)
             # Cross-validated training; fold models and predictions stored as artifacts.
             out = train_task(registry, features, state.labels, config, ws.artifacts, run_id)
             metrics = out["result"].metrics
@@ -118,7 +120,8 @@ def predict_flow(params: PredictParams) -> dict:
         with recorded_run(ws.catalog, run_id, "predict", params.model_dump(mode="json"), flow_run.id):
             # Inputs: the registry, the newest features and the training run's fold models.
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset)
+            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset,
+                                                   columns=TRAINING_COLUMNS)
             model_paths = [a["path"] for a in train_artifacts if a["name"].startswith("model-")]
             models = load_models(ws.artifacts, model_paths)
             majority = majority_label(registry)

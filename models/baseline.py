@@ -109,6 +109,10 @@ class FusionClassifier:
     aux_weight: float = 0.5
     max_seq: int = 96
     seed: int = 0
+    # Pseudo-labelled rows (`fit(pseudo=...)`) drawn afresh each epoch, as a multiple of the
+    # human-labelled rows (None: every one, every epoch). Bounds a mining round's training
+    # time by the human labels instead of the accepted ones (docs/scale.md).
+    pseudo_ratio: float | None = None
     # torch intra-op threads while fitting and predicting. These nets are small (hidden 64,
     # batches of 64): syncing a second thread costs more than it saves, and on a shared 2-core
     # machine 2 threads fitted 7-16x slower than 1 (bench/scale_pool.py, docs/scale.md).
@@ -200,12 +204,26 @@ class FusionClassifier:
         y: np.ndarray,
         sample_weight: np.ndarray | None = None,
         val: tuple[Bundle, np.ndarray] | None = None,
+        pseudo: np.ndarray | None = None,
     ) -> FusionClassifier:
-        """Train; with `val`, keep the epoch of best validation weighted F1 and stop early."""
+        """Train; with `val`, keep the epoch of best validation weighted F1 and stop early.
+        `pseudo`: (N,) bool, the pseudo-labelled rows; with `pseudo_ratio` set, each epoch
+        trains on every other row and a fresh draw of that many times as many of these."""
         with torch_threads(self.threads):
-            return self._fit(bundle, y, sample_weight, val)
+            return self._fit(bundle, y, sample_weight, val, pseudo)
 
-    def _fit(self, bundle, y, sample_weight, val) -> FusionClassifier:
+    def _epoch_rows(self, rng: np.random.Generator, n: int, pseudo: np.ndarray | None) -> np.ndarray:
+        """One epoch's rows, shuffled: all of them, or every human row plus a draw of pseudo ones."""
+        if pseudo is None or self.pseudo_ratio is None or not np.any(pseudo):
+            return rng.permutation(n)
+        pseudo = np.asarray(pseudo, bool)
+        human, extra = np.flatnonzero(~pseudo), np.flatnonzero(pseudo)
+        k = min(len(extra), int(np.ceil(self.pseudo_ratio * len(human))))
+        if k < len(extra):
+            extra = rng.choice(extra, k, replace=False)
+        return rng.permutation(np.concatenate([human, extra]))
+
+    def _fit(self, bundle, y, sample_weight, val, pseudo) -> FusionClassifier:
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         y = np.asarray(y)
@@ -226,8 +244,8 @@ class FusionClassifier:
         self.history_ = []
         for epoch in range(self.epochs):
             self.net_.train()
-            order = rng.permutation(len(y))
-            for start in range(0, len(y), self.batch_size):
+            order = self._epoch_rows(rng, len(y), pseudo)
+            for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 inputs, present = self._tensors(bundle, idx)
                 out = self._forward(inputs, present)

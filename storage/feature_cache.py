@@ -31,6 +31,8 @@ SCHEMA = pa.schema([
     ("seq_dim", pa.int32()), ("sequence", pa.list_(pa.float32())), ("extra", pa.string()),
 ])
 FEATURE_COLUMNS = SCHEMA.names
+# What training and prediction read of a feature artifact (tasks/train.build_bundle).
+TRAINING_COLUMNS = ("clip_id", "status", "dim", "vector", "seq_len", "seq_dim", "sequence")
 # A run's feature artifact is sorted by clip_id and written in row groups of this many clips,
 # so that one clip's row (`mersemi audit clip`) is read from one row group, not the whole file.
 ARTIFACT_ROW_GROUP = 8192

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -179,7 +180,8 @@ class FoldJob:
 @dataclass
 class FoldData:
     """What every fold fit reads: the bundle of all clips (labelled and to predict), the rows of
-    the training labels in it with their label indices and weights, and the rows to predict."""
+    the training labels in it with their label indices, weights and pseudo-label mask, and the
+    rows to predict."""
 
     bundle: Bundle
     train_rows: np.ndarray
@@ -188,15 +190,22 @@ class FoldData:
     predict_rows: np.ndarray
     label_set: tuple[str, ...]
     config: TrainConfig
+    pseudo: np.ndarray | None = None
 
 
-def fold_jobs(y: np.ndarray, config: TrainConfig) -> list[FoldJob]:
-    """Every (seed, fold, fusion) fit, in the order their outputs are recorded."""
+def fold_jobs(y: np.ndarray, config: TrainConfig, pseudo: np.ndarray | None = None) -> list[FoldJob]:
+    """Every (seed, fold, fusion) fit, in the order their outputs are recorded. The folds split
+    the human labels; pseudo-labels (`pseudo`: bool per label) join every fold's training side
+    and are never validated on: early stopping and the out-of-fold scores judge human labels."""
+    pseudo = np.zeros(len(y), bool) if pseudo is None else np.asarray(pseudo, bool)
+    human, extra = np.flatnonzero(~pseudo), np.flatnonzero(pseudo)
     jobs = []
     for seed in config.seeds:
-        folds = StratifiedKFold(config.folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+        folds = StratifiedKFold(config.folds, shuffle=True, random_state=seed).split(
+            np.zeros(len(human)), y[human])
         for fold, (tr, va) in enumerate(folds):
-            jobs += [FoldJob(seed, fold, fusion, tr, va) for fusion in config.fusions]
+            tr = np.concatenate([human[tr], extra]) if len(extra) else human[tr]
+            jobs += [FoldJob(seed, fold, fusion, tr, human[va]) for fusion in config.fusions]
     return jobs
 
 
@@ -204,7 +213,8 @@ def fit_fold(data: FoldData, job: FoldJob) -> dict:
     """Fit one fold model; its out-of-fold and pool probabilities per head, bytes and scores."""
     b_tr, b_va = data.bundle.subset(data.train_rows[job.tr]), data.bundle.subset(data.train_rows[job.va])
     model = data.config.build(data.label_set, job.fusion, job.seed * 1000 + job.fold).fit(
-        b_tr, data.y[job.tr], None if data.weight is None else data.weight[job.tr], val=(b_va, data.y[job.va])
+        b_tr, data.y[job.tr], None if data.weight is None else data.weight[job.tr],
+        val=(b_va, data.y[job.va]), pseudo=None if data.pseudo is None else data.pseudo[job.tr],
     )
     return {"oof": model.predict_proba(b_va), "pred": model.predict_proba(data.bundle, data.predict_rows),
             "bytes": model.to_bytes(), "val_f1": model.val_f1_, "best_epoch": model.best_epoch_}
@@ -246,6 +256,19 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> list[dic
         _SHARED = None
 
 
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS: a collection, then glibc's `malloc_trim` (the
+    feature frames are millions of small allocations; freed, they stay in the process's heap,
+    resident, and forked fold workers would inherit them) and Arrow's pool's unused pages."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with contextlib.suppress(Exception):
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+
+
 def prediction_frame(ids: list[str], parts: list[tuple[dict, dict[str, np.ndarray]]],
                      label_set: tuple[str, ...]) -> pd.DataFrame:
     """clip_id, head, fusion, seed, fold, p_<label>: the rows of every part (keys fusion, seed,
@@ -281,10 +304,12 @@ def cross_validate(
     """k-fold CV per seed and fusion: out-of-fold probabilities, fold models, predictions."""
     index = {c: i for i, c in enumerate(bundle.clip_ids)}
     y = np.array([label_set.index(lab) for lab in labels_df["label"]])
+    pseudo = labels_df["pseudo"].to_numpy(bool) if "pseudo" in labels_df else np.zeros(len(y), bool)
     data = FoldData(bundle, np.array([index[c] for c in labels_df["clip_id"]]), y,
                     labels_df["weight"].to_numpy(np.float32) if "weight" in labels_df else None,
-                    np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config)
-    jobs = fold_jobs(y, config)
+                    np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config,
+                    pseudo if pseudo.any() else None)
+    jobs = fold_jobs(y, config, pseudo)
     oof_parts, pred_parts, models = [], [], []
     for job, fitted in zip(jobs, fit_folds(data, jobs, config.workers), strict=True):
         va_ids = [bundle.clip_ids[i] for i in data.train_rows[job.va]]
@@ -295,7 +320,7 @@ def cross_validate(
                        "val_f1": fitted["val_f1"], "best_epoch": fitted["best_epoch"]})
     oof = pd.concat(oof_parts, ignore_index=True)
     predictions = prediction_frame(list(predict_ids), pred_parts, label_set)
-    metrics = oof_metrics(oof, labels_df, label_set)
+    metrics = oof_metrics(oof, labels_df[~pseudo], label_set)
     return TrainResult(oof, predictions, models, metrics)
 
 
@@ -333,19 +358,22 @@ def save_training(result: TrainResult, store: ArtifactStore, run_id: str, stage:
 
 def training_labels(registry: pd.DataFrame, extra: pd.DataFrame | None = None,
                     human_weights: dict[str, float] | None = None) -> pd.DataFrame:
-    """clip_id, label, weight: usable labelled `train` clips (weight 1, or `human_weights[clip_id]`
-    for a down-weighted human label), plus `extra` (e.g. pseudo-labels with their weights)."""
+    """clip_id, label, weight, pseudo: usable labelled `train` clips (weight 1, or
+    `human_weights[clip_id]` for a down-weighted human label; pseudo False), plus `extra`
+    (pseudo-labels with their weights; pseudo True)."""
     base = registry[
         (registry["split"] == "train") & registry["label"].notna() & registry["status"].isin(USABLE)
     ]
     labels = pd.DataFrame(
-        {"clip_id": base["clip_id"].astype(str), "label": base["label"].astype(str), "weight": 1.0}
+        {"clip_id": base["clip_id"].astype(str), "label": base["label"].astype(str), "weight": 1.0,
+         "pseudo": False}
     )
     if human_weights:
         labels["weight"] = [float(human_weights.get(c, 1.0)) for c in labels["clip_id"]]
     if extra is not None and len(extra):
         extra = extra[~extra["clip_id"].isin(labels["clip_id"])]
-        labels = pd.concat([labels, extra[["clip_id", "label", "weight"]]], ignore_index=True)
+        labels = pd.concat([labels, extra[["clip_id", "label", "weight"]].assign(pseudo=True)],
+                           ignore_index=True)
     return labels.sort_values("clip_id").reset_index(drop=True)
 
 
@@ -388,10 +416,11 @@ def train(
     per round: "round-1", ...); `human_weights` down-weights human labels that label refinement
     flagged."""
     labels_df = training_labels(registry, extra_labels, human_weights)
-    if labels_df["label"].nunique() < 2 or labels_df["label"].value_counts().min() < config.folds:
+    counts = labels_df.loc[~labels_df["pseudo"], "label"].value_counts()
+    if len(counts) < 2 or counts.min() < config.folds:
         raise ValueError(
-            f"training needs at least {config.folds} labelled clips of each of two or more "
-            f"labels for {config.folds}-fold CV; got {labels_df['label'].value_counts().to_dict()}"
+            f"training needs at least {config.folds} human-labelled clips of each of two or more "
+            f"labels for {config.folds}-fold CV; got {counts.to_dict()}"
         )
     if isinstance(features, TrainingSet):
         data = features
@@ -409,6 +438,7 @@ def train(
         "refs": refs,
         "experts": [asdict(s) for s in specs],
         "n_train": len(labels_df),
+        "n_pseudo": int(labels_df["pseudo"].sum()),
         "n_predict": len(predict_ids),
         "config": json.loads(json.dumps(asdict(config))),
     }

@@ -114,9 +114,12 @@ def test_same_inputs_and_parameters_reuse_the_finished_runs(mined):
     assert code == 0, text
     assert again["cached"] is True and again["run_id"] == first["run_id"]
     assert again["accepted_per_round"] == first["accepted_per_round"]
-    code, changed, _ = mersemi("mine", "-w", ws, "--json", "--rounds", "1", *FAST, "--policy", "vote",
-                               "--quorum", "3", "--target-precision", "0.6")
+    # Fewer pseudo-labels an epoch train other models: a new run.
+    code, changed, _ = mersemi("mine", "-w", ws, "--json", "--rounds", "2", *FAST, "--policy", "vote",
+                               "--quorum", "3", "--target-precision", "0.6", "--pseudo-ratio", "0.5")
     assert code == 0 and changed["cached"] is False and changed["run_id"] != first["run_id"]
+    code, _, text = mersemi("mine", "-w", ws, "--json", *FAST, "--pseudo-ratio", "lots")
+    assert code == 2 and "--pseudo-ratio 'lots': give a number" in text
 
 
 def run_cli(args: list[str], env, log) -> int:

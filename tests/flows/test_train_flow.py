@@ -5,6 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from storage.catalog import Catalog
+from storage.feature_cache import TRAINING_COLUMNS
+from storage.records import feature_frames, resolve_dataset
+from storage.workspace import Workspace
 from tests.flows.test_cli import mersemi
 
 
@@ -46,6 +49,12 @@ def test_train_and_predict_write_models_metrics_and_a_submission(corpus_copy, tm
         )["n"][0]
     assert ("weighted_f1", "moe/final") in set(map(tuple, metrics.values.tolist()))
     assert lineage > 0
+    # Training loads only the columns it reads of each feature artifact.
+    workspace = Workspace(tmp_path / "ws")
+    frames, ids = feature_frames(workspace.catalog, workspace.artifacts,
+                                 resolve_dataset(workspace.catalog, None).dataset, columns=TRAINING_COLUMNS)
+    assert sorted(frames) == ["au", "audio_egemaps", "audio_handcrafted", "text"] and len(ids) == 4
+    assert all(list(f.columns) == list(TRAINING_COLUMNS) and len(f) == 24 for f in frames.values())
 
 
 def test_predict_before_train_is_a_clear_error(corpus_copy, tmp_path):

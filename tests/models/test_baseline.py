@@ -113,6 +113,35 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     assert len(scores) <= model.best_epoch_ + 1 + 3
 
 
+class RowCounting(FusionClassifier):
+    """Counts the rows each training step sees."""
+
+    def _loss(self, out, y, weight, present, class_w):
+        self.rows_seen_ = getattr(self, "rows_seen_", 0) + len(y)
+        return super()._loss(out, y, weight, present, class_w)
+
+
+def test_pseudo_ratio_trains_each_epoch_on_the_humans_and_a_fresh_draw_of_pseudo_rows():
+    pseudo = np.r_[np.zeros(20, bool), np.ones(100, bool)]
+    clf, rng = FusionClassifier(LABELS, pseudo_ratio=0.5), np.random.default_rng(0)
+    a, b = clf._epoch_rows(rng, 120, pseudo), clf._epoch_rows(rng, 120, pseudo)
+    for rows in (a, b):
+        assert len(rows) == len(set(rows)) == 30 and set(range(20)) <= set(rows) and rows.max() < 120
+    assert set(a[a >= 20]) != set(b[b >= 20])                       # drawn afresh
+    assert sorted(FusionClassifier(LABELS)._epoch_rows(rng, 120, pseudo)) == list(range(120))
+    # Fitting: 30 human + 60 pseudo rows at ratio 0.5 is 45 rows an epoch; without a ratio
+    # (or without pseudo rows) every row, and the same model as before the option existed.
+    bundle, y = make_bundle(n=90)
+    mask = np.arange(90) >= 30
+    sampled = RowCounting(LABELS, epochs=3, seed=2, pseudo_ratio=0.5).fit(bundle, y, pseudo=mask)
+    assert sampled.rows_seen_ == 3 * 45
+    full = RowCounting(LABELS, epochs=3, seed=2).fit(bundle, y, pseudo=mask)
+    plain = RowCounting(LABELS, epochs=3, seed=2).fit(bundle, y)
+    assert full.rows_seen_ == plain.rows_seen_ == 3 * 90
+    np.testing.assert_array_equal(full.predict_proba(bundle)["final"], plain.predict_proba(bundle)["final"])
+    assert not np.allclose(sampled.predict_proba(bundle)["final"], plain.predict_proba(bundle)["final"])
+
+
 def test_round_trip_through_bytes(fitted):
     bundle, _, models = fitted
     for model in models.values():

@@ -24,6 +24,7 @@ from tasks.train import (
     build_bundle,
     choose_experts,
     fit_folds,
+    fold_jobs,
     mean_log,
     prediction_frame,
     train,
@@ -125,6 +126,44 @@ def test_training_labels_add_extra_without_overriding_humans(corpus):
     assert len(labels) == 31
     assert labels.loc["c000", "label"] == registry.loc[0, "label"] and labels.loc["c000", "weight"] == 1.0
     assert labels.loc["c031", ["label", "weight"]].tolist() == ["happy", 0.7]
+    assert labels["pseudo"].sum() == 1 and labels.loc["c031", "pseudo"] and not labels.loc["c000", "pseudo"]
+
+
+def test_folds_split_the_human_labels_and_every_fold_trains_on_the_pseudo_labels():
+    y = np.arange(40) % 2
+    pseudo = np.zeros(40, bool)
+    pseudo[25:] = True
+    config = TrainConfig(folds=5, seeds=(0, 1), fusions=("moe",))
+    jobs = fold_jobs(y, config, pseudo)
+    assert len(jobs) == 10
+    for seed in (0, 1):
+        va = np.concatenate([j.va for j in jobs if j.seed == seed])
+        assert sorted(va) == list(range(25))          # each human label validated once, no pseudo
+    for job in jobs:
+        assert set(range(25, 40)) <= set(job.tr) and not set(job.tr) & set(job.va)
+        assert len(job.tr) + len(job.va) == 40
+    # With no pseudo-labels the folds are those of the human labels alone, as before.
+    plain, none = fold_jobs(y[:25], config), fold_jobs(y[:25], config, np.zeros(25, bool))
+    assert all((a.tr == b.tr).all() and (a.va == b.va).all() for a, b in zip(plain, none, strict=True))
+
+
+def test_pseudo_labels_train_but_the_scores_are_the_human_labels(corpus, tmp_path):
+    registry, features, _ = corpus
+    config = TrainConfig(folds=3, seeds=(0,), fusions=("moe",), model={"epochs": 3, "hidden": 16})
+    cands = registry.loc[registry["split"] == "candidate", "clip_id"].tolist()[:6]
+    extra = pd.DataFrame({"clip_id": cands, "label": ["sad", "happy"] * 3, "weight": 1.0})
+    out = train(registry, features, LABELS, config, ArtifactStore(tmp_path), "r", extra_labels=extra)
+    assert out["n_train"] == 36 and out["n_pseudo"] == 6
+    oof = out["result"].oof
+    humans = set(registry.loc[registry["split"] == "train", "clip_id"])
+    assert set(oof["clip_id"]) == humans                       # out of fold: human labels only
+    assert out["result"].metrics["moe"]["final"]["coverage"] == 1.0
+    # Pseudo-labels do not count towards the folds' minimum.
+    few = registry.assign(label=registry["label"].where(registry.index >= 28, None))
+    few.loc[few.index < 28, "split"] = "candidate"
+    many = pd.DataFrame({"clip_id": cands, "label": "sad", "weight": 1.0})
+    with pytest.raises(ValueError, match="human-labelled"):
+        train(few, features, LABELS, config, ArtifactStore(tmp_path / "b"), "r", extra_labels=many)
 
 
 def test_mean_log_averages_in_log_space_and_ignores_nan():
@@ -253,5 +292,5 @@ def test_prediction_frame_rows_then_log_space_means_per_fusion_and_head():
 
 def test_too_few_labels_for_the_folds_is_a_clear_error(corpus, tmp_path):
     registry, features, _ = corpus
-    with pytest.raises(ValueError, match="at least 20 labelled clips of each"):
+    with pytest.raises(ValueError, match="at least 20 human-labelled clips of each"):
         train(registry, features, LABELS, TrainConfig(folds=20), ArtifactStore(tmp_path), "r")
