@@ -15,10 +15,10 @@ from storage.catalog import now
 from storage.feature_cache import TRAINING_COLUMNS
 from storage.records import (
     accepted_pseudo_labels,
-    feature_frames,
     feature_set_ids,
     keyed_run,
     latest_stage_run,
+    lazy_feature_frames,
     mine_run,
     record_finalize,
     recorded_run,
@@ -56,8 +56,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
         with recorded_run(ws.catalog, run_id, "finalize", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset,
-                                         columns=TRAINING_COLUMNS)
+            features, _ = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset, TRAINING_COLUMNS)
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             tvotes = teacher_votes(answers) if answers is not None else None
             pseudo = pseudo_labels(accepted_pseudo_labels(ws.catalog, mined), params.weighting)

@@ -14,11 +14,11 @@ from storage.catalog import now
 from storage.feature_cache import TRAINING_COLUMNS
 from storage.records import (
     accepted_pseudo_labels,
-    feature_frames,
     feature_set_ids,
     finish_run,
     keyed_run,
     latest_stage_run,
+    lazy_feature_frames,
     mined_clips,
     record_round,
     recorded_run,
@@ -67,12 +67,10 @@ def mine_flow(params: MineParams) -> dict:
         with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key, resume=resume):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, _ = feature_frames(ws.catalog, ws.artifacts, state.dataset,
-                                         columns=TRAINING_COLUMNS)
-            # Every round trains on clips of this one bundle; the feature frames are let go.
+            features, _ = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset, TRAINING_COLUMNS)
+            # Every round trains on clips of this one bundle, built a feature set at a time (each
+            # frame is read, used and let go before the next: FeatureFrames).
             inputs = training_set_task(registry, features, config)
-            del features
-            release_memory()        # the frames' heap, before fold workers fork and inherit it
             answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
             human = training_labels(registry)[["clip_id", "label"]]
             # Clips earlier mining runs decided: the others are new (added since the last run).

@@ -16,6 +16,7 @@ from storage.records import (
     content_key,
     feature_frames,
     latest_stage_run,
+    lazy_feature_frames,
     record_stage_run,
     recorded_run,
     resolve_dataset,
@@ -65,8 +66,8 @@ def train_flow(params: TrainParams) -> dict:
         with recorded_run(ws.catalog, run_id, "train", params.model_dump(mode="json"), flow_run.id):
             # Inputs: the clip registry and the newest feature set of each extractor.
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset,
-                                                   columns=TRAINING_COLUMNS)
+            features, feature_ids = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset,
+                                                        TRAINING_COLUMNS)
             # Cross-validated training; fold models and predictions stored as artifacts.
             out = train_task(registry, features, state.labels, config, ws.artifacts, run_id)
             metrics = out["result"].metrics

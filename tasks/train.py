@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import signal
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -105,10 +106,14 @@ def _matrix(frame: pd.DataFrame, ids: list[str]) -> tuple[np.ndarray, np.ndarray
     return out, present
 
 
-def build_bundle(ids: list[str], features: dict[str, pd.DataFrame], specs: list[ExpertSpec]) -> Bundle:
-    """The inputs of clips `ids` for every expert (absent features masked, never zeros)."""
+def build_bundle(ids: list[str], features: Mapping[str, pd.DataFrame], specs: list[ExpertSpec]) -> Bundle:
+    """The inputs of clips `ids` for every expert (absent features masked, never zeros).
+    `features` with a `drop(name)` (storage.records.FeatureFrames, read on demand): each frame
+    is dropped, and its heap handed back, once the last expert that reads it is built."""
+    last_use = {source: i for i, spec in enumerate(specs) for source in spec.sources}
+    drop = getattr(features, "drop", None)
     experts = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         if spec.kind == "vector":
             x, present = _matrix(features[spec.sources[0]], ids)
             experts.append(ExpertInput(spec.name, "vector", present, x=x))
@@ -119,6 +124,11 @@ def build_bundle(ids: list[str], features: dict[str, pd.DataFrame], specs: list[
             audio, pa_ = _sequences(features[spec.sources[0]], ids)
             text, pt_ = _sequences(features[spec.sources[1]], ids)
             experts.append(ExpertInput(spec.name, "joint", pa_ & pt_, seqs=audio, seqs2=text))
+        done = [source for source in spec.sources if last_use[source] == i]
+        if drop is not None and done:
+            for source in done:
+                drop(source)
+            release_memory()
     return Bundle(list(ids), experts)
 
 
@@ -286,12 +296,16 @@ def prediction_frame(ids: list[str], parts: list[tuple[dict, dict[str, np.ndarra
     n = len(ids)
     data = {"clip_id": np.tile(np.asarray(ids, dtype=object), len(blocks))}
     for i, name in enumerate(("head", "fusion", "seed", "fold")):
-        data[name] = np.repeat(np.array([b[i] for b in blocks], dtype=object), n)
+        # Categorical: a byte per row where strings took 20-30 (3.2 M rows: ~230 MB less).
+        values, codes = np.unique(np.array([str(b[i]) for b in blocks]), return_inverse=True)
+        codes = codes.astype(np.int8 if len(values) < 127 else np.int32)
+        data[name] = pd.Categorical.from_codes(np.repeat(codes, n), categories=values)
     probs = (np.concatenate([b[4] for b in blocks]) if blocks
              else np.zeros((0, len(label_set)), np.float32))
     for j, lab in enumerate(label_set):
-        data[f"p_{lab}"] = probs[:, j]
-    return pd.DataFrame(data)
+        data[f"p_{lab}"] = np.ascontiguousarray(probs[:, j])
+    del probs
+    return pd.DataFrame(data, copy=False)
 
 
 def cross_validate(

@@ -6,7 +6,7 @@ import pandas as pd
 
 from storage.catalog import Catalog
 from storage.feature_cache import TRAINING_COLUMNS
-from storage.records import feature_frames, resolve_dataset
+from storage.records import feature_frames, lazy_feature_frames, resolve_dataset
 from storage.workspace import Workspace
 from tests.flows.test_cli import mersemi
 
@@ -55,6 +55,12 @@ def test_train_and_predict_write_models_metrics_and_a_submission(corpus_copy, tm
                                  resolve_dataset(workspace.catalog, None).dataset, columns=TRAINING_COLUMNS)
     assert sorted(frames) == ["au", "audio_egemaps", "audio_handcrafted", "text"] and len(ids) == 4
     assert all(list(f.columns) == list(TRAINING_COLUMNS) and len(f) == 24 for f in frames.values())
+    lazy, lazy_ids = lazy_feature_frames(workspace.catalog, workspace.artifacts,
+                                         resolve_dataset(workspace.catalog, None).dataset, TRAINING_COLUMNS)
+    assert lazy_ids == ids and sorted(lazy) == sorted(frames) and len(lazy) == 4
+    pd.testing.assert_frame_equal(lazy["au"], frames["au"])
+    lazy.drop("au")
+    pd.testing.assert_frame_equal(lazy["au"], frames["au"])          # read again
 
 
 def test_predict_before_train_is_a_clear_error(corpus_copy, tmp_path):

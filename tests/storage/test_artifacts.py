@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.artifacts import ArtifactStore, sha256_bytes
+from storage.artifacts import ArtifactStore, parquet_bytes, sha256_bytes
 
 
 def frame(n=5):
@@ -79,3 +82,17 @@ def test_row_groups_let_a_key_filter_read_one_group(tmp_path):
     ranges = [(meta.row_group(g).column(0).statistics.min, meta.row_group(g).column(0).statistics.max)
               for g in range(meta.num_row_groups)]
     assert [lo <= "c005" <= hi for lo, hi in ranges] == [False, True, False]
+
+
+def test_a_frame_encoded_a_row_group_at_a_time_has_the_bytes_of_the_whole():
+    rng = np.random.default_rng(0)
+    big = pd.DataFrame({"clip_id": [f"c{i}" for i in range(10_000)],
+                          "head": np.repeat(np.array(["final", "fused"], dtype=object), 5_000),
+                          "note": [None if i % 3 else "x" for i in range(10_000)],
+                          "p": rng.random(10_000).astype(np.float32)})
+    whole = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(big, preserve_index=False), whole, compression="zstd",
+                   row_group_size=4096)
+    assert parquet_bytes(big, 4096) == whole.getvalue()
+    assert pq.ParquetFile(io.BytesIO(parquet_bytes(big, 4096))).num_row_groups == 3
+    assert pq.ParquetFile(io.BytesIO(parquet_bytes(big.iloc[:0]))).metadata.num_rows == 0

@@ -119,6 +119,35 @@ def test_bundle_masks_missing_features(corpus):
     assert seq.seqs[1] is None and seq.seqs[0].shape == (4, 3)
 
 
+class Reading(dict):
+    """Feature frames that log every read and drop (as storage.records.FeatureFrames reads)."""
+
+    def __init__(self, frames):
+        super().__init__(frames)
+        self.log = []
+
+    def __getitem__(self, name):
+        self.log.append(("read", name))
+        return super().__getitem__(name)
+
+    def drop(self, name):
+        self.log.append(("drop", name))
+
+
+def test_a_bundle_drops_each_feature_set_once_its_last_expert_is_built(corpus):
+    registry, features, _ = corpus
+    specs = choose_experts(list(features), None)       # au, audio_handcrafted, text, au_seq, audio_text
+    ids = registry["clip_id"].tolist()
+    reading = Reading(features)
+    lazy, eager = build_bundle(ids, reading, specs), build_bundle(ids, features, specs)
+    # au is let go after au_seq, its last reader, before the audio-text pair is read.
+    assert reading.log == [("read", "au"), ("read", "audio_handcrafted"), ("read", "text"), ("read", "au"),
+                           ("drop", "au"), ("read", "audio_handcrafted"), ("read", "text"),
+                           ("drop", "audio_handcrafted"), ("drop", "text")]
+    for a, b in zip(lazy.experts, eager.experts, strict=True):
+        assert (a.present == b.present).all() and (a.x is None or (a.x == b.x).all())
+
+
 def test_training_labels_add_extra_without_overriding_humans(corpus):
     registry, _, _ = corpus
     extra = pd.DataFrame({"clip_id": ["c000", "c031"], "label": ["sad", "happy"], "weight": [0.5, 0.7]})
