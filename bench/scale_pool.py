@@ -26,9 +26,11 @@ and prints, per stage, wall time and the peak summed PSS of the stage's process 
 (/proc/PID/smaps_rollup, every 0.25 s, children included); per mining round its wall time (the catalog's
 stages.started_at / finished_at); and the in-memory size of the feature matrix, to compare
 peaks across pool sizes. Several `--pool` values run one after the other in fresh workspaces.
+Each stage's PSS samples go to ROOT/pss-<pool>-<stage>.csv (t_s, pss_mb), to place its peak
+among its steps. `--pseudo-ratio R` is passed to mine and finalize.
 
     python bench/scale_pool.py --root /tmp/scale --pool 25000,100000 [--folds 3 --seeds 0 --epochs 30]
-        [--workers 2]
+        [--workers 2] [--pseudo-ratio 1]
 """
 
 from __future__ import annotations

@@ -208,7 +208,8 @@ class FusionClassifier:
     ) -> FusionClassifier:
         """Train; with `val`, keep the epoch of best validation weighted F1 and stop early.
         `pseudo`: (N,) bool, the pseudo-labelled rows; with `pseudo_ratio` set, each epoch
-        trains on every other row and a fresh draw of that many times as many of these."""
+        trains on all the human-labelled rows and a fresh random draw of `pseudo_ratio` times
+        as many pseudo-labelled ones (all of them when there are fewer)."""
         with torch_threads(self.threads):
             return self._fit(bundle, y, sample_weight, val, pseudo)
 

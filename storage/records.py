@@ -213,8 +213,7 @@ def latest_feature_sets(catalog: Catalog, dataset: str) -> list[dict]:
 def feature_frames(catalog: Catalog, store, dataset: str, names: Sequence[str] | None = None,
                    columns: Sequence[str] | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The newest feature set of each extractor (or of `names`) as frames, and their artifact ids.
-    `columns`: only these (training reads `TRAINING_COLUMNS`: at 100,000 clips the others are
-    millions of Python strings it never looks at)."""
+    `columns`: only these (training reads `TRAINING_COLUMNS`)."""
     sets = _feature_sets(catalog, dataset, names)
     cols = None if columns is None else list(columns)
     frames = {s["extractor"]: pd.read_parquet(store.root / s["path"], columns=cols) for s in sets}
