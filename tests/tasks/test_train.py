@@ -259,6 +259,7 @@ def test_a_training_set_built_once_trains_as_the_frames_do(corpus, tmp_path):
 def test_fit_folds_runs_jobs_in_forked_workers_and_keeps_job_order(monkeypatch):
     jobs = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(4)]
     monkeypatch.setattr(train_module, "fit_fold", lambda data, job: {"fold": job.fold, "pid": os.getpid()})
+    monkeypatch.setattr(train_module, "_warm_torch", lambda data, job: None)
     out = fit_folds(None, jobs, workers=2)
     assert [o["fold"] for o in out] == [0, 1, 2, 3]
     assert os.getpid() not in {o["pid"] for o in out}
@@ -273,6 +274,7 @@ def slow(data, job):
     open(os.path.join(sys.argv[1], str(os.getpid())), "w").close()
     time.sleep(300)
 t.fit_fold = slow
+t._warm_torch = lambda data, job: None
 t.fit_folds(None, [t.FoldJob(0, i, "moe", np.arange(1), np.arange(1)) for i in range(2)], workers=2)
 """
 
