@@ -29,19 +29,18 @@ from storage.artifacts import ArtifactStore
 from storage.feature_cache import TRAINING_COLUMNS
 from storage.records import accepted_pseudo_labels, feature_frames, latest_stage_run, resolve_dataset
 from storage.workspace import Workspace
+from tasks.finalize import ensemble_scores, seed_mean
 from tasks.mine import pseudo_labels
-from tasks.train import TrainConfig, mean_log, train, training_set
+from tasks.train import TrainConfig, train, training_set
+
+# The final predictor's ensemble (tasks/finalize): mean probability of both fusions' final heads.
+MEMBERS = ("moe/final", "attention/final")
 
 
-def soft_ensemble(frame: pd.DataFrame, ids: list[str], labels: tuple[str, ...]) -> np.ndarray:
-    """Per clip of `ids`: the mean over fusions of each fusion's final head, seeds averaged in log space."""
-    cols = [f"p_{lab}" for lab in labels]
-    final = frame[frame["head"] == "final"]
-    per_fusion = []
-    for _, group in final.groupby("fusion"):
-        seeds = [g.set_index("clip_id").loc[ids, cols].to_numpy() for _, g in group.groupby("seed")]
-        per_fusion.append(mean_log(seeds))
-    return np.mean(per_fusion, axis=0)
+def ensemble_labels(frame: pd.DataFrame, ids: list[str], labels: tuple[str, ...]) -> list[str]:
+    """The soft ensemble's label for each clip of `ids`, over the seed-averaged rows of `frame`."""
+    scores = ensemble_scores(frame, MEMBERS, labels).set_index("clip_id").loc[ids]
+    return [labels[i] for i in scores.to_numpy().argmax(1)]
 
 
 def main() -> None:
@@ -94,16 +93,14 @@ def main() -> None:
         drawn = len(pseudo) if ratio is None else min(len(pseudo), math.ceil(ratio * n_train_human))
         rows = n_train_human + drawn
         f1 = {f: result.metrics[f]["final"]["weighted_f1"] for f in result.metrics}
-        ens = soft_ensemble(result.oof, human_ids, labels)
-        ens_f1 = evaluate(truth, [labels[i] for i in ens.argmax(1)], labels)["weighted_f1"]
+        ens_f1 = evaluate(truth, ensemble_labels(seed_mean(result.oof, labels), human_ids, labels),
+                          labels)["weighted_f1"]
         best = np.mean([m["best_epoch"] for m in result.models])
         line = (f"| {text} | {rows} | {wall:.0f} | {best:.1f} | {f1.get('moe', float('nan')):.3f} | "
                 f"{f1.get('attention', float('nan')):.3f} | {ens_f1:.3f} |")
         if test:
-            mean = result.predictions[result.predictions["seed"] == "mean"]
-            ids = [c for c, _ in test]
-            p = soft_ensemble(mean, ids, labels)
-            scored = evaluate([lab for _, lab in test], [labels[i] for i in p.argmax(1)], labels)
+            scored = evaluate([lab for _, lab in test],
+                              ensemble_labels(result.predictions, [c for c, _ in test], labels), labels)
             line += f" {scored['weighted_f1']:.3f} |"
         print(line, flush=True)
 

@@ -215,9 +215,7 @@ def feature_frames(catalog: Catalog, store, dataset: str, names: Sequence[str] |
     """The newest feature set of each extractor (or of `names`) as frames, and their artifact ids.
     `columns`: only these (training reads `TRAINING_COLUMNS`)."""
     sets = _feature_sets(catalog, dataset, names)
-    cols = None if columns is None else list(columns)
-    frames = {s["extractor"]: pd.read_parquet(store.root / s["path"], columns=cols) for s in sets}
-    return frames, [s["artifact_id"] for s in sets]
+    return dict(FeatureFrames(store.root, sets, columns)), [s["artifact_id"] for s in sets]
 
 
 class FeatureFrames(Mapping):

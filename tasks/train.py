@@ -335,8 +335,7 @@ def cross_validate(
     pseudo = labels_df["pseudo"].to_numpy(bool) if "pseudo" in labels_df else np.zeros(len(y), bool)
     data = FoldData(bundle, np.array([index[c] for c in labels_df["clip_id"]]), y,
                     labels_df["weight"].to_numpy(np.float32) if "weight" in labels_df else None,
-                    np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config,
-                    pseudo if pseudo.any() else None)
+                    np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config, pseudo)
     jobs = fold_jobs(y, config, pseudo)
     oof_parts, pred_parts, models = [], [], []
     for job, fitted in zip(jobs, fit_folds(data, jobs, config.workers), strict=True):
