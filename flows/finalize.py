@@ -25,10 +25,10 @@ from storage.records import (
     resolve_dataset,
     stage_summaries,
 )
-from storage.teacher_store import run_answers
+from storage.teacher_store import run_label_answers
 from storage.workspace import Workspace, new_run_id
 from tasks.finalize import ensemble_task, final_frame, save_final, submission
-from tasks.mine import label_answers, pseudo_labels, teacher_votes
+from tasks.mine import pseudo_labels, teacher_votes
 from tasks.predict import majority_label
 from tasks.refine import flag_rate, label_weights, refine_task
 from tasks.rerank import choices_summary, rerank_task
@@ -57,7 +57,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
                           cache_key=key):
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
             features, _ = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset, TRAINING_COLUMNS)
-            answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
+            answers = run_label_answers(ws.catalog, teacher[0]) if teacher else None
             tvotes = teacher_votes(answers) if answers is not None else None
             pseudo = pseudo_labels(accepted_pseudo_labels(ws.catalog, mined), params.weighting)
             human = training_labels(registry)[["clip_id", "label"]]

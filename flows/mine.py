@@ -25,13 +25,12 @@ from storage.records import (
     resolve_dataset,
     stage_summaries,
 )
-from storage.teacher_store import run_answers
+from storage.teacher_store import run_label_answers
 from storage.workspace import Workspace, new_run_id
 from tasks.mine import (
     MiningPolicy,
     accepted_labels,
     discard_round,
-    label_answers,
     label_counts,
     mark_new,
     merge_accepted,
@@ -71,7 +70,7 @@ def mine_flow(params: MineParams) -> dict:
             # Every round trains on clips of this one bundle, built a feature set at a time (each
             # frame is read, used and let go before the next: FeatureFrames).
             inputs = training_set_task(registry, features, config)
-            answers = label_answers(run_answers(ws.catalog, teacher[0]) if teacher else None)
+            answers = run_label_answers(ws.catalog, teacher[0]) if teacher else None
             human = training_labels(registry)[["clip_id", "label"]]
             # Clips earlier mining runs decided: the others are new (added since the last run).
             mined_before = mined_clips(ws.catalog, state.dataset, run_id)

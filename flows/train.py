@@ -14,7 +14,6 @@ from storage.feature_cache import TRAINING_COLUMNS
 from storage.records import (
     artifact_hashes,
     content_key,
-    feature_frames,
     latest_stage_run,
     lazy_feature_frames,
     record_stage_run,
@@ -121,8 +120,9 @@ def predict_flow(params: PredictParams) -> dict:
         with recorded_run(ws.catalog, run_id, "predict", params.model_dump(mode="json"), flow_run.id):
             # Inputs: the registry, the newest features and the training run's fold models.
             registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
-            features, feature_ids = feature_frames(ws.catalog, ws.artifacts, state.dataset,
-                                                   columns=TRAINING_COLUMNS)
+            # Read a feature set at a time while the candidates' bundle is built (FeatureFrames).
+            features, feature_ids = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset,
+                                                        TRAINING_COLUMNS)
             model_paths = [a["path"] for a in train_artifacts if a["name"].startswith("model-")]
             models = load_models(ws.artifacts, model_paths)
             majority = majority_label(registry)

@@ -12,8 +12,11 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -81,11 +84,20 @@ def atomic_write(path: Path, data: bytes) -> None:
 
     A write the disk refuses (full, over quota, file too large) removes the temporary file and
     raises OSError naming `path`; the previous file, if any, is left as it was."""
+    with atomic_file(path, f"{len(data)} bytes") as f:
+        f.write(data)
+
+
+@contextmanager
+def atomic_file(path: Path, what: str = "") -> Iterator[BinaryIO]:
+    """A file to write `path` through: a temporary file beside it, flushed, fsynced and renamed
+    onto `path` when the block ends, removed if the block raises (`atomic_write`'s rules; `what`
+    describes the data in the error)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -93,8 +105,9 @@ def atomic_write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         if exc.errno is None:
             raise
-        raise OSError(exc.errno, f"{exc.strerror} while writing {path} "
-                                 f"({len(data)} bytes); the previous file is unchanged") from exc
+        detail = f" ({what})" if what else ""
+        raise OSError(exc.errno, f"{exc.strerror} while writing {path}{detail}; "
+                                 "the previous file is unchanged") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -103,6 +116,14 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ArtifactStore:
@@ -132,6 +153,31 @@ class ArtifactStore:
             path=rel, sha256=sha256_bytes(data),
             n_rows=frame.num_rows if isinstance(frame, pa.Table) else len(frame), n_bytes=len(data),
         )
+
+    def save_frames(self, frames: Iterable[pd.DataFrame], run_id: str, stage: str, name: str
+                    ) -> ArtifactRef:
+        """Store the rows of `frames` (one schema: the first frame's) as one Parquet artifact,
+        each frame encoded as it comes (a row group of it) and written to disk, so the whole
+        table is never in memory, neither as one frame nor as its bytes. The same frames give
+        the same bytes; at least one frame (an empty one for no rows)."""
+        rel = self.relpath(run_id, stage, name)
+        path, rows, schema, writer = self.root / rel, 0, None, None
+        with atomic_file(path, "a table written a row group at a time") as f:
+            try:
+                for frame in frames:
+                    if writer is None:
+                        schema = pa.Schema.from_pandas(frame, preserve_index=False)
+                        writer = pq.ParquetWriter(f, schema, compression="zstd")
+                    part = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+                    writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+                    rows += len(frame)
+                if writer is None:
+                    raise ValueError(f"artifact {rel}: no frames to store (give an empty frame for no rows)")
+            finally:
+                if writer is not None:
+                    writer.close()
+        return ArtifactRef(artifact_id=rel[: -len(".parquet")], run_id=run_id, stage=stage, name=name,
+                           path=rel, sha256=sha256_file(path), n_rows=rows, n_bytes=path.stat().st_size)
 
     def save_bytes(self, data: bytes, run_id: str, stage: str, name: str, suffix: str) -> ArtifactRef:
         """Store a non-tabular artifact (a model file, a CSV) under the same layout and rules."""

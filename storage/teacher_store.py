@@ -79,6 +79,14 @@ def run_answers(catalog: Catalog, run_id: str) -> pd.DataFrame:
         return s.frame("teacher_run_answers", run_id=run_id)
 
 
+def run_label_answers(catalog: Catalog, run_id: str) -> pd.DataFrame:
+    """clip_id, question, status, label, scores of a teacher run's answers to the label question:
+    what voting reads (at 100,000 clips the reasoning and raw text are most of the answers'
+    memory, and a mining run holds them through every round)."""
+    with catalog.reader() as s:
+        return s.frame("teacher_run_label_answers", run_id=run_id)
+
+
 def answers_digest(catalog: Catalog, run_id: str) -> str:
     """sha256 of what a teacher run answered (clip, question, outcome, label, scores), without
     what differs between runs that asked the same (cache hits, attempts): a content key."""

@@ -42,6 +42,7 @@ from models.calibration import calibrate, fit_temperature, label_indices, teache
 from storage.ingest import USABLE
 
 POLICIES = ("consensus", "vote", "both")
+DECIDE_CHUNK = 10_000                    # vote rows turned into decisions at a time
 SELECTIONS = ("estimated", "threshold")
 
 
@@ -96,13 +97,18 @@ def decide(votes: pd.DataFrame, voters: Sequence[str], thresholds: dict[str, flo
            policy: MiningPolicy) -> pd.DataFrame:
     """A decision per clip of the vote table (columns clip_id, <voter>:label, <voter>:confidence).
     `thresholds` None: consensus needs agreement only (the selection step decides how many)."""
-    rows = []
-    # Plain dicts, not iterrows: building a Series per row took 21.6 s against 5.3 s on 100,000 clips.
-    for row in votes.to_dict("records"):
-        cast = _votes(row, voters)
-        rows.append({"clip_id": row["clip_id"], **_decide_one(cast, thresholds, policy),
-                     "votes": json.dumps(cast, sort_keys=True)})
-    return pd.DataFrame(rows, columns=["clip_id", "decision", "label", "confidence", "reason", "votes"])
+    out: dict[str, list] = {k: [] for k in ("clip_id", "decision", "label", "confidence", "reason", "votes")}
+    # Plain dicts, not iterrows: building a Series per row took 21.6 s against 5.3 s on 100,000
+    # clips. A chunk of rows at a time: the dicts of every row at once held ~130 MB at 100,000.
+    for start in range(0, len(votes), DECIDE_CHUNK):
+        for row in votes.iloc[start:start + DECIDE_CHUNK].to_dict("records"):
+            cast = _votes(row, voters)
+            one = _decide_one(cast, thresholds, policy)
+            out["clip_id"].append(row["clip_id"])
+            for k in ("decision", "label", "confidence", "reason"):
+                out[k].append(one[k])
+            out["votes"].append(json.dumps(cast, sort_keys=True))
+    return pd.DataFrame(out)
 
 
 def _decide_one(cast: dict[str, dict], thresholds: dict[str, float], policy: MiningPolicy) -> dict:
@@ -484,13 +490,6 @@ def usable_pool(registry: pd.DataFrame) -> list[str]:
     """The unlabelled clips that can be mined: candidates whose media are usable."""
     pool = registry[(registry["split"] == "candidate") & registry["status"].isin(USABLE)]
     return sorted(pool["clip_id"].astype(str))
-
-
-def label_answers(answers: pd.DataFrame | None) -> pd.DataFrame | None:
-    """The label question's rows of a teacher run (enrichment rows dropped)."""
-    if answers is None:
-        return None
-    return answers[answers["question"] == "label"] if "question" in answers else answers
 
 
 mine_round_task = task(mine_round, name="mine-round", cache_policy=NO_CACHE)

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.baseline import FusionClassifier
 from storage.artifacts import ArtifactStore
-from tasks.train import USABLE, build_bundle, choose_experts, prediction_frame
+from tasks.train import USABLE, PoolPredictions, build_bundle, choose_experts
 
 
 def load_models(store: ArtifactStore, model_paths: list[str]) -> list[tuple[str, FusionClassifier]]:
@@ -39,8 +39,10 @@ def predict(
     majority: str,
     head: str = "final",
     fusion: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(predictions, submission frame name/discrete, summary) for every candidate clip."""
+) -> tuple[PoolPredictions, pd.DataFrame, dict]:
+    """(predictions, submission frame name/discrete, summary) for every candidate clip.
+    `features` may be read on demand (storage.records.FeatureFrames): each frame is let go once
+    the models' bundle is built."""
     candidates = registry[(registry["split"] == "candidate") & (registry["status"] != "removed")]
     usable = candidates[candidates["status"].isin(USABLE)]
     ids = usable["clip_id"].astype(str).tolist()
@@ -53,11 +55,12 @@ def predict(
         bundle = bundles[names]
         fu, seed, fold = fold_of(path)
         parts.append(({"fusion": fu, "seed": seed, "fold": fold}, model.predict_proba(bundle)))
-    predictions = prediction_frame(ids, parts, label_set)
+    bundle = None
+    bundles.clear()
+    predictions = PoolPredictions(ids, parts, label_set)
     fusion = fusion or models[0][1].fusion
-    chosen = predictions[
-        (predictions["seed"] == "mean") & (predictions["fusion"] == fusion) & (predictions["head"] == head)
-    ].set_index("clip_id")
+    mean = predictions.mean_frame()
+    chosen = mean[(mean["fusion"] == fusion) & (mean["head"] == head)].set_index("clip_id")
     cols = [f"p_{lab}" for lab in label_set]
     decided = {
         cid: label_set[int(np.argmax(row))]
@@ -96,11 +99,12 @@ def majority_label(registry: pd.DataFrame) -> str:
 
 
 def save_predictions(
-    predictions: pd.DataFrame, submission: pd.DataFrame, store: ArtifactStore, run_id: str
+    predictions: PoolPredictions, submission: pd.DataFrame, store: ArtifactStore, run_id: str
 ) -> list:
-    """Store the probabilities (Parquet) and the MER2025 submission file (name,discrete CSV)."""
+    """Store the probabilities (Parquet, a block of rows at a time) and the MER2025 submission
+    file (name,discrete CSV)."""
     return [
-        store.save(predictions, run_id, "predict", "predictions"),
+        store.save_frames(predictions.frames(), run_id, "predict", "predictions"),
         store.save_bytes(
             submission.to_csv(index=False).encode(), run_id, "predict", "submission", suffix=".csv"
         ),

@@ -24,7 +24,7 @@ import multiprocessing as mp
 import os
 import signal
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -149,9 +149,12 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     oof: pd.DataFrame  # clip_id, fusion, head, seed, p_<label>
-    predictions: pd.DataFrame  # clip_id, fusion, head, seed, fold ('mean' too), p_<label>
+    # The fold-averaged rows (seed and fold 'mean'): clip_id, fusion, head, seed, fold, p_<label>.
+    predictions: pd.DataFrame
     models: list[dict] = field(default_factory=list)  # fusion, seed, fold, bytes, val_f1, best_epoch
     metrics: dict = field(default_factory=dict)  # fusion -> head -> evaluate(...)
+    # Every fold model's rows too, until they are stored (`save_training`; then None).
+    pool: PoolPredictions | None = None
 
 
 def _rows(ids, probs: dict[str, np.ndarray], labels, **keys) -> list[pd.DataFrame]:
@@ -293,33 +296,70 @@ def release_memory() -> None:
         pa.default_memory_pool().release_unused()
 
 
+class PoolPredictions:
+    """Every fold model's probabilities of the clips to predict, and per fusion and head their
+    'mean' (every seed's and fold's, averaged in log space): rows clip_id, head, fusion, seed,
+    fold, p_<label>, handed out a block at a time (one model's head, or one mean).
+
+    `parts`: (keys fusion, seed, fold; probabilities per head, rows in `ids` order), as the fits
+    return them. The per-fold rows are never gathered into one frame: at 100,000 candidates
+    they are 3.2 M rows, which the flow only writes to the predictions artifact
+    (`ArtifactStore.save_frames(pool.frames())`); what it reads is `mean_frame()`."""
+
+    def __init__(self, ids: list[str], parts: list[tuple[dict, dict[str, np.ndarray]]],
+                 label_set: tuple[str, ...]) -> None:
+        self.label_set = tuple(label_set)
+        self.blocks = [(head, keys["fusion"], str(keys["seed"]), str(keys["fold"]), p)
+                       for keys, probs in parts for head, p in probs.items()]
+        groups: dict[tuple[str, str], list[tuple[tuple[str, str], np.ndarray]]] = {}
+        for head, fusion, seed, fold, p in self.blocks:
+            groups.setdefault((fusion, head), []).append(((seed, fold), p))
+        self.n_fold_blocks = len(self.blocks)
+        for fusion, head in sorted(groups):
+            members = [p for _, p in sorted(groups[(fusion, head)], key=lambda m: m[0])]
+            self.blocks.append((head, fusion, "mean", "mean", mean_log(members).astype(np.float32)))
+        # One string array of the ids, shared by every block's frame; one set of categories.
+        self.ids = pd.array(list(ids), dtype="str")
+        self.categories = {name: sorted({str(b[i]) for b in self.blocks})
+                           for i, name in enumerate(("head", "fusion", "seed", "fold"))}
+
+    def _frame(self, block: tuple) -> pd.DataFrame:
+        n = len(self.ids)
+        data: dict = {"clip_id": self.ids}
+        for i, name in enumerate(("head", "fusion", "seed", "fold")):
+            # Categorical: a byte per row, not a string.
+            cats = self.categories[name]
+            code = cats.index(block[i])
+            data[name] = pd.Categorical.from_codes(np.full(n, code, np.int8 if len(cats) < 127 else np.int32),
+                                                   categories=cats)
+        for j, lab in enumerate(self.label_set):
+            data[f"p_{lab}"] = np.ascontiguousarray(block[4][:, j], dtype=np.float32)
+        return pd.DataFrame(data, copy=False)
+
+    def frames(self, means_only: bool = False) -> Iterator[pd.DataFrame]:
+        """A frame per block: the per-fold blocks in the parts' order, then the means by
+        (fusion, head); an empty frame when there is none."""
+        blocks = self.blocks[self.n_fold_blocks:] if means_only else self.blocks
+        if not blocks:
+            yield self._frame(("", "", "", "", np.zeros((0, len(self.label_set)), np.float32))).iloc[:0]
+            return
+        for block in blocks:
+            yield self._frame(block)
+
+    def mean_frame(self) -> pd.DataFrame:
+        """The 'mean' rows (seed and fold 'mean'), one per clip, fusion and head."""
+        return pd.concat(list(self.frames(means_only=True)), ignore_index=True)
+
+    def frame(self) -> pd.DataFrame:
+        """Every row in one frame (small sets; the flows stream `frames()` instead)."""
+        return pd.concat(list(self.frames()), ignore_index=True)
+
+
 def prediction_frame(ids: list[str], parts: list[tuple[dict, dict[str, np.ndarray]]],
                      label_set: tuple[str, ...]) -> pd.DataFrame:
-    """clip_id, head, fusion, seed, fold, p_<label>: the rows of every part (keys fusion, seed,
-    fold; probabilities per head, rows in `ids` order), then per fusion and head a 'mean' row per
-    clip (every seed's and fold's, averaged in log space). Built column by column in one copy
-    (3.2 M rows at 100,000 candidates; a frame per head concatenated twice held three)."""
-    blocks = [(head, keys["fusion"], keys["seed"], keys["fold"], p)
-              for keys, probs in parts for head, p in probs.items()]
-    groups: dict[tuple[str, str], list[tuple[tuple[str, str], np.ndarray]]] = {}
-    for head, fusion, seed, fold, p in blocks:
-        groups.setdefault((fusion, head), []).append(((seed, fold), p))
-    for fusion, head in sorted(groups):
-        members = [p for _, p in sorted(groups[(fusion, head)], key=lambda m: m[0])]
-        blocks.append((head, fusion, "mean", "mean", mean_log(members).astype(np.float32)))
-    n = len(ids)
-    data = {"clip_id": np.tile(np.asarray(ids, dtype=object), len(blocks))}
-    for i, name in enumerate(("head", "fusion", "seed", "fold")):
-        # Categorical: a byte per row, not a string (3.2 M rows: the frame 281 -> 146 MB).
-        values, codes = np.unique(np.array([str(b[i]) for b in blocks]), return_inverse=True)
-        codes = codes.astype(np.int8 if len(values) < 127 else np.int32)
-        data[name] = pd.Categorical.from_codes(np.repeat(codes, n), categories=values)
-    probs = (np.concatenate([b[4] for b in blocks]) if blocks
-             else np.zeros((0, len(label_set)), np.float32))
-    for j, lab in enumerate(label_set):
-        data[f"p_{lab}"] = np.ascontiguousarray(probs[:, j])
-    del probs
-    return pd.DataFrame(data, copy=False)
+    """clip_id, head, fusion, seed, fold, p_<label>: the rows of every part, then per fusion and
+    head a 'mean' row per clip (`PoolPredictions`, in one frame)."""
+    return PoolPredictions(ids, parts, label_set).frame()
 
 
 def cross_validate(
@@ -346,9 +386,9 @@ def cross_validate(
         models.append({"fusion": job.fusion, "seed": job.seed, "fold": job.fold, "bytes": fitted["bytes"],
                        "val_f1": fitted["val_f1"], "best_epoch": fitted["best_epoch"]})
     oof = pd.concat(oof_parts, ignore_index=True)
-    predictions = prediction_frame(list(predict_ids), pred_parts, label_set)
+    pool = PoolPredictions(list(predict_ids), pred_parts, label_set)
     metrics = oof_metrics(oof, labels_df[~pseudo], label_set)
-    return TrainResult(oof, predictions, models, metrics)
+    return TrainResult(oof, pool.mean_frame(), models, metrics, pool)
 
 
 def oof_metrics(oof: pd.DataFrame, labels_df: pd.DataFrame, label_set: tuple[str, ...]) -> dict:
@@ -376,11 +416,14 @@ def save_training(result: TrainResult, store: ArtifactStore, run_id: str, stage:
     for m in result.models:
         name = f"model-{m['fusion']}-s{m['seed']}-f{m['fold']}"
         model_refs.append(store.save_bytes(m["bytes"], run_id, stage, name, suffix=".pt"))
-    return {
+    refs = {
         "models": model_refs,
         "oof": store.save(result.oof, run_id, stage, "oof"),
-        "predictions": store.save(result.predictions, run_id, stage, "predictions"),
+        "predictions": store.save_frames(result.pool.frames(), run_id, stage, "predictions"),
     }
+    # Stored: the per-fold rows are read back from the artifact if ever needed, not held.
+    result.pool = None
+    return refs
 
 
 def training_labels(registry: pd.DataFrame, extra: pd.DataFrame | None = None,

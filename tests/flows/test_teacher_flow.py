@@ -7,12 +7,13 @@ import logging
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from flows.ingest import ingest_flow
 from flows.params import IngestParams
 from storage.catalog import Catalog
-from storage.teacher_store import run_answers
+from storage.teacher_store import run_answers, run_label_answers
 from tests.conftest import shared_path
 from tests.flows.test_cli import dump
 from tests.flows.test_cli import mersemi as run_cli
@@ -78,6 +79,13 @@ def test_gemini_budget_and_the_key_never_leaks(ingested, monkeypatch, caplog):
         errors = s.query("SELECT error FROM teacher_answers WHERE status = 'failed'")["error"].tolist()
     assert dict(zip(outcomes["outcome"], outcomes["n"], strict=True))["not_asked"] == 8 + 12
     assert errors and "bad key ***" in errors[0]
+    # What voting reads: the label question's rows, without reasoning and raw text.
+    voting = run_label_answers(catalog, summary["run_id"])
+    full = run_answers(catalog, summary["run_id"])
+    full = full[full["question"] == "label"].reset_index(drop=True)
+    assert list(voting.columns) == ["clip_id", "question", "status", "label", "scores"]
+    assert len(voting) == 12 and voting["status"].eq("answered").sum() == 3
+    pd.testing.assert_frame_equal(voting, full[list(voting.columns)])
     artifacts = b"".join(p.read_bytes() for p in (ws / "artifacts").rglob("*.parquet"))
     tables = "\n".join(dump(catalog).values())
     for where in (text, caplog.text, tables, artifacts.decode("latin-1"), json.dumps(summary)):

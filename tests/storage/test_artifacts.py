@@ -96,3 +96,43 @@ def test_a_frame_encoded_a_row_group_at_a_time_has_the_bytes_of_the_whole():
     assert parquet_bytes(big, 4096) == whole.getvalue()
     assert pq.ParquetFile(io.BytesIO(parquet_bytes(big, 4096))).num_row_groups == 3
     assert pq.ParquetFile(io.BytesIO(parquet_bytes(big.iloc[:0]))).metadata.num_rows == 0
+
+
+def test_frames_stored_as_they_come_read_back_as_one_table(tmp_path):
+    store = ArtifactStore(tmp_path)
+    whole = frame(12).assign(head=pd.Categorical(["a", "b", "a"] * 4, categories=["a", "b"]))
+    parts = [whole.iloc[:5], whole.iloc[5:5], whole.iloc[5:]]
+    ref = store.save_frames(iter(parts), "run-1", "train", "predictions")
+    assert ref.n_rows == 12 and ref.n_bytes == (tmp_path / ref.path).stat().st_size
+    assert ref.sha256 == sha256_bytes((tmp_path / ref.path).read_bytes())
+    pd.testing.assert_frame_equal(store.load(ref, verify=True), whole)
+    assert pq.ParquetFile(tmp_path / ref.path).num_row_groups == 3          # a row group per frame
+    again = store.save_frames(iter(parts), "run-2", "train", "predictions")
+    assert again.sha256 == ref.sha256
+    empty = store.save_frames([whole.iloc[:0]], "run-3", "train", "predictions")
+    assert empty.n_rows == 0 and list(store.load(empty).columns) == list(whole.columns)
+    with pytest.raises(ValueError, match="no frames to store"):
+        store.save_frames([], "run-4", "train", "predictions")
+    assert not (tmp_path / "run-4" / "train" / "predictions.parquet").exists()
+
+
+def test_frames_that_fail_half_way_leave_the_previous_file_and_no_temp(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    ref = store.save_frames([frame()], "run-1", "train", "predictions")
+    before = (tmp_path / ref.path).read_bytes()
+
+    def broken():
+        yield frame(3)
+        raise RuntimeError("the fold results ran out")
+
+    with pytest.raises(RuntimeError, match="ran out"):
+        store.save_frames(broken(), "run-1", "train", "predictions")
+
+    def no_space(fd):                   # the disk fills as the file is synced
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left on device while writing .*predictions.parquet"):
+        store.save_frames([frame(8)], "run-1", "train", "predictions")
+    assert (tmp_path / ref.path).read_bytes() == before
+    assert os.listdir(tmp_path / "run-1" / "train") == ["predictions.parquet"]

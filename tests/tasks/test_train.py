@@ -20,6 +20,7 @@ from tasks import train as train_module
 from tasks.predict import fold_of, load_models, majority_label, predict
 from tasks.train import (
     FoldJob,
+    PoolPredictions,
     TrainConfig,
     build_bundle,
     choose_experts,
@@ -224,8 +225,11 @@ def test_train_then_predict_every_candidate(corpus, tmp_path):
     assert len(submission) == 12 and submission["discrete"].isin(LABELS).all()
     assert summary["fallback"] == 1 and summary["fallback_clips"] == ["clip41"]
     assert submission.set_index("name").loc["clip41", "discrete"] == majority_label(registry)
-    p = predictions[predictions["seed"] != "mean"]
+    frame = predictions.frame()
+    p = frame[frame["seed"] != "mean"]
     assert set(p["fold"]) == {"0", "1", "2"} and set(p["seed"]) == {"0", "1"}
+    assert len(frame) == 11 * (len(p.groupby(["fusion", "seed", "fold", "head"], observed=True))
+                               + len(p.groupby(["fusion", "head"], observed=True)))
 
 
 def test_fold_models_fitted_by_two_processes_give_the_same_results(corpus, tmp_path):
@@ -319,6 +323,11 @@ def test_prediction_frame_rows_then_log_space_means_per_fusion_and_head():
     np.testing.assert_allclose(mean, mean_log([p["f0"], p["f1"]]), rtol=1e-6)
     np.testing.assert_allclose(mean[1], [0.2, 0.8], rtol=1e-6)        # NaN-aware: one fold knew b
     assert frame["p_happy"].dtype == np.float32
+    # What the flows hold: the mean rows only, the same rows with the same categories.
+    pool = PoolPredictions(ids, parts, ("happy", "sad"))
+    means = frame[frame["seed"] == "mean"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pool.mean_frame(), means)
+    assert [len(f) for f in pool.frames()] == [2] * 5
 
 
 def test_too_few_labels_for_the_folds_is_a_clear_error(corpus, tmp_path):
