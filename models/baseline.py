@@ -121,26 +121,21 @@ class FusionClassifier:
     history_: list[dict] = field(default_factory=list, init=False, repr=False)
 
     # ---- inputs -------------------------------------------------------------------------
-    def _fit_scalers(self, bundle: Bundle) -> None:
+    def _fit_scalers(self, bundle: Bundle, rows: np.ndarray) -> None:
+        """Per expert input, mean and std over the present ones among `rows`."""
         self.scalers_ = {}
         for e in bundle.experts:
-            rows = []
+            chosen = rows[e.present[rows]]
+            parts = []
             if e.kind == "vector":
-                rows = [e.x[e.present]]
+                parts = [e.x[chosen]]
             else:
                 for seqs in (e.seqs, e.seqs2):
                     if seqs is not None:
-                        rows.append(
-                            np.concatenate(
-                                [
-                                    s
-                                    for s, p in zip(seqs, e.present, strict=True)
-                                    if p and s is not None and len(s)
-                                ]
-                            )
-                        )
+                        parts.append(np.concatenate(
+                            [seqs[i] for i in chosen if seqs[i] is not None and len(seqs[i])]))
             stats = []
-            for r in rows:
+            for r in parts:
                 mean = r.mean(0) if len(r) else 0.0
                 std = r.std(0) + 1e-6 if len(r) else 1.0
                 stats.append((np.asarray(mean, np.float32), np.asarray(std, np.float32)))
@@ -203,15 +198,21 @@ class FusionClassifier:
         bundle: Bundle,
         y: np.ndarray,
         sample_weight: np.ndarray | None = None,
-        val: tuple[Bundle, np.ndarray] | None = None,
+        val: tuple[Bundle, np.ndarray] | tuple[Bundle, np.ndarray, np.ndarray] | None = None,
         pseudo: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
     ) -> FusionClassifier:
         """Train; with `val`, keep the epoch of best validation weighted F1 and stop early.
         `pseudo`: (N,) bool, the pseudo-labelled rows; with `pseudo_ratio` set, each epoch
         trains on all the human-labelled rows and a fresh random draw of `pseudo_ratio` times
-        as many pseudo-labelled ones (all of them when there are fewer)."""
+        as many pseudo-labelled ones (all of them when there are fewer).
+        `rows`: train on these rows of `bundle` (`y` and the rest align with them), read in
+        place: a fold worker does not copy its training rows out of the shared bundle (at
+        100,000 candidates with 25,000 pseudo-labels, ~75 MB per worker). `val` may name its
+        rows the same way: (bundle, y, rows)."""
         with torch_threads(self.threads):
-            return self._fit(bundle, y, sample_weight, val, pseudo)
+            return self._fit(bundle, y, sample_weight, val, pseudo,
+                             np.arange(len(bundle)) if rows is None else np.asarray(rows))
 
     def _epoch_rows(self, rng: np.random.Generator, n: int, pseudo: np.ndarray | None) -> np.ndarray:
         """One epoch's rows, shuffled: all of them, or every human row plus a draw of pseudo ones."""
@@ -224,14 +225,14 @@ class FusionClassifier:
             extra = rng.choice(extra, k, replace=False)
         return rng.permutation(np.concatenate([human, extra]))
 
-    def _fit(self, bundle, y, sample_weight, val, pseudo) -> FusionClassifier:
+    def _fit(self, bundle, y, sample_weight, val, pseudo, rows) -> FusionClassifier:
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         y = np.asarray(y)
         weight = (
             np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
         )
-        self._fit_scalers(bundle)
+        self._fit_scalers(bundle, rows)
         self._build(bundle)
         counts = np.bincount(y, minlength=len(self.labels)).astype(np.float32)
         class_w = (
@@ -248,7 +249,7 @@ class FusionClassifier:
             order = self._epoch_rows(rng, len(y), pseudo)
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                inputs, present = self._tensors(bundle, idx)
+                inputs, present = self._tensors(bundle, rows[idx])
                 out = self._forward(inputs, present)
                 loss = self._loss(
                     out, torch.from_numpy(y[idx]), torch.from_numpy(weight[idx]), present, class_w
@@ -260,7 +261,7 @@ class FusionClassifier:
                 continue
             score = f1_score(
                 val[1],
-                self.predict_proba(val[0])["final"].argmax(1),
+                self.predict_proba(val[0], val[2] if len(val) > 2 else None)["final"].argmax(1),
                 average="weighted",
                 labels=range(len(self.labels)),
                 zero_division=0,

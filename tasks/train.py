@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedKFold
@@ -37,7 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 from models.baseline import Bundle, ExpertInput, FusionClassifier
 from models.metrics import evaluate
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.feature_cache import vectors
+from storage.feature_cache import sequences, vectors
 from storage.ingest import USABLE
 
 
@@ -80,23 +81,17 @@ def _positions(frame_ids, ids: list[str]) -> np.ndarray:
     return rows.reindex(ids).fillna(-1).to_numpy(np.int64)
 
 
-def _sequences(frame: pd.DataFrame, ids: list[str]) -> tuple[list[np.ndarray | None], np.ndarray]:
+def _sequences(frame: pd.DataFrame | pa.Table, ids: list[str]) -> tuple[list[np.ndarray | None], np.ndarray]:
     # Rows are located once, by index, not looked up clip by clip (the lookups took 7.3 s
     # for 8,000 clips, linear in the pool; bench/scale_pool.py).
-    pos = _positions(frame["clip_id"], ids)
-    status = frame["status"].to_numpy(object)
-    sequence = frame["sequence"].to_numpy(object)
-    seq_len, seq_dim = frame["seq_len"].to_numpy(), frame["seq_dim"].to_numpy()
-    seqs: list[np.ndarray | None] = [None] * len(ids)
-    present = np.zeros(len(ids), bool)
-    for i, j in enumerate(pos):
-        if j >= 0 and status[j] == "ok" and sequence[j] is not None:
-            seqs[i] = np.asarray(sequence[j], np.float32).reshape(int(seq_len[j]), int(seq_dim[j]))
-            present[i] = True
-    return seqs, present
+    fids, seqs, has = sequences(frame)
+    pos = _positions(fids, ids)
+    present = pos >= 0
+    present[present] = has[pos[present]]
+    return [seqs[j] if ok else None for j, ok in zip(pos, present, strict=True)], present
 
 
-def _matrix(frame: pd.DataFrame, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _matrix(frame: pd.DataFrame | pa.Table, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     fids, X, ok = vectors(frame)
     pos = _positions(fids, ids)
     present = pos >= 0
@@ -224,12 +219,14 @@ def fold_jobs(y: np.ndarray, config: TrainConfig, pseudo: np.ndarray | None = No
 
 def fit_fold(data: FoldData, job: FoldJob) -> dict:
     """Fit one fold model; its out-of-fold and pool probabilities per head, bytes and scores."""
-    b_tr, b_va = data.bundle.subset(data.train_rows[job.tr]), data.bundle.subset(data.train_rows[job.va])
+    # The fold's rows are read in place from the shared bundle, never copied out of it.
+    tr, va = data.train_rows[job.tr], data.train_rows[job.va]
     model = data.config.build(data.label_set, job.fusion, job.seed * 1000 + job.fold).fit(
-        b_tr, data.y[job.tr], None if data.weight is None else data.weight[job.tr],
-        val=(b_va, data.y[job.va]), pseudo=None if data.pseudo is None else data.pseudo[job.tr],
+        data.bundle, data.y[job.tr], None if data.weight is None else data.weight[job.tr],
+        val=(data.bundle, data.y[job.va], va), pseudo=None if data.pseudo is None else data.pseudo[job.tr],
+        rows=tr,
     )
-    return {"oof": model.predict_proba(b_va), "pred": model.predict_proba(data.bundle, data.predict_rows),
+    return {"oof": model.predict_proba(data.bundle, va), "pred": model.predict_proba(data.bundle, data.predict_rows),
             "bytes": model.to_bytes(), "val_f1": model.val_f1_, "best_epoch": model.best_epoch_}
 
 
@@ -260,8 +257,7 @@ def _warm_torch(data: FoldData, job: FoldJob) -> None:
     rows = data.train_rows[job.tr[:64]]
     model = data.config.build(data.label_set, job.fusion, 0)
     model.epochs = 1
-    small = data.bundle.subset(rows)
-    model.fit(small, data.y[job.tr[:64]], val=(small, data.y[job.tr[:64]]))
+    model.fit(data.bundle, data.y[job.tr[:64]], val=(data.bundle, data.y[job.tr[:64]], rows), rows=rows)
 
 
 def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> list[dict]:

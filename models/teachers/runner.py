@@ -9,18 +9,20 @@ arrive, so a crash loses at most one batch of paid answers.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from models.teachers.base import FAILED, LABEL, NOT_ASKED, Answer, Clip, Teacher, TeacherError
 from models.teachers.limits import Budget, RateLimiter, RetryPolicy
 
 log = logging.getLogger("mersemi.teacher")
+IN_FLIGHT_PER_WORKER = 4              # requests submitted ahead per worker thread
 
 
 @dataclass
@@ -125,20 +127,33 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
         pending.clear()
         last_flush[0] = time.monotonic()
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="teacher") as pool:
-        futures = {pool.submit(_ask_with_retries, teacher, clip, question, budget, limiter, retry,
-                               LockedRandom(), sleep): (key, clip) for key, clip in first_of_key.items()}
+    workers = max(1, concurrency)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="teacher") as pool:
+        # A window of requests in flight, topped up as they finish, in priority order: a future
+        # per clip of a 100,000-clip pool, all submitted at once, held ~1 KB each to the end.
+        todo = enumerate(first_of_key.items())
+        running: dict[Future, tuple[int, str, Clip]] = {}
+
+        def top_up() -> None:
+            for n, (key, clip) in itertools.islice(todo, IN_FLIGHT_PER_WORKER * workers - len(running)):
+                running[pool.submit(_ask_with_retries, teacher, clip, question, budget, limiter, retry,
+                                    LockedRandom(), sleep)] = (n, key, clip)
+
         try:
-            for future in as_completed(futures):
-                key, clip = futures[future]
-                answer, attempts = future.result()
-                asked[clip.clip_id] = Asked(clip, key, answer, attempts=attempts)
-                if answer is not None:
-                    pending.append(asked[clip.clip_id])
-                if len(pending) >= flush_every and time.monotonic() - last_flush[0] >= flush_interval_s:
-                    flush()
+            top_up()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: running[f][0]):
+                    _, key, clip = running.pop(future)
+                    answer, attempts = future.result()
+                    asked[clip.clip_id] = Asked(clip, key, answer, attempts=attempts)
+                    if answer is not None:
+                        pending.append(asked[clip.clip_id])
+                    if len(pending) >= flush_every and time.monotonic() - last_flush[0] >= flush_interval_s:
+                        flush()
+                top_up()
         finally:
-            for future in futures:
+            for future in running:
                 future.cancel()
             flush()
     # Clips that shared a key with an asked clip take its answer.

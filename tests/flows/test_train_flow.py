@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from storage.catalog import Catalog
 from storage.feature_cache import TRAINING_COLUMNS
 from storage.records import feature_frames, lazy_feature_frames, resolve_dataset
 from storage.workspace import Workspace
+from tasks.train import build_bundle, choose_experts
 from tests.flows.test_cli import mersemi
 
 
@@ -58,9 +60,21 @@ def test_train_and_predict_write_models_metrics_and_a_submission(corpus_copy, tm
     lazy, lazy_ids = lazy_feature_frames(workspace.catalog, workspace.artifacts,
                                          resolve_dataset(workspace.catalog, None).dataset, TRAINING_COLUMNS)
     assert lazy_ids == ids and sorted(lazy) == sorted(frames) and len(lazy) == 4
-    pd.testing.assert_frame_equal(lazy["au"], frames["au"])
+    pd.testing.assert_frame_equal(lazy["au"].to_pandas(), frames["au"])   # Arrow tables
     lazy.drop("au")
-    pd.testing.assert_frame_equal(lazy["au"], frames["au"])          # read again
+    pd.testing.assert_frame_equal(lazy["au"].to_pandas(), frames["au"])   # read again
+    # The bundle built from the tables (column-wise) is the one built from the frames.
+    specs = choose_experts(sorted(frames), [])
+    clips = sorted(frames["au"]["clip_id"])
+    from_frames, from_tables = build_bundle(clips, frames, specs), build_bundle(clips, lazy, specs)
+    assert [e.name for e in from_tables.experts] == [e.name for e in from_frames.experts]
+    assert {e.kind for e in from_tables.experts} >= {"vector", "sequence", "joint"}
+    for a, b in zip(from_frames.experts, from_tables.experts, strict=True):
+        assert np.array_equal(a.present, b.present)
+        assert (a.x is None and b.x is None) or np.array_equal(a.x, b.x)
+        for sa, sb in ((a.seqs, b.seqs), (a.seqs2, b.seqs2)):
+            assert (sa is None and sb is None) or all(
+                (u is None and v is None) or np.array_equal(u, v) for u, v in zip(sa, sb, strict=True))
 
 
 def test_predict_before_train_is_a_clear_error(corpus_copy, tmp_path):

@@ -113,6 +113,25 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     assert len(scores) <= model.best_epoch_ + 1 + 3
 
 
+def test_rows_read_in_place_train_the_model_their_copy_trains():
+    bundle, y = make_bundle(n=90)
+    rng = np.random.default_rng(3)
+    tr, va = rng.permutation(90)[:60], np.arange(60, 90)[::-1]
+    w = rng.random(60).astype(np.float32)
+    copied = FusionClassifier(LABELS, epochs=5, patience=2, seed=4).fit(
+        bundle.subset(tr), y[tr], w, val=(bundle.subset(va), y[va]))
+    in_place = FusionClassifier(LABELS, epochs=5, patience=2, seed=4).fit(
+        bundle, y[tr], w, val=(bundle, y[va], va), rows=tr)
+    assert in_place.history_ == copied.history_ and in_place.best_epoch_ == copied.best_epoch_
+    for name, stats in copied.scalers_.items():
+        for (m1, s1), (m2, s2) in zip(stats, in_place.scalers_[name], strict=True):
+            np.testing.assert_array_equal(m1, m2)
+            np.testing.assert_array_equal(s1, s2)
+    a, b = copied.predict_proba(bundle), in_place.predict_proba(bundle)
+    for head in a:
+        np.testing.assert_array_equal(a[head], b[head])
+
+
 class RowCounting(FusionClassifier):
     """Counts the rows each training step sees."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 
 import pandas as pd
 import pytest
@@ -228,3 +229,31 @@ def test_a_fast_teacher_records_in_few_batches_and_loses_none(tmp_path):
     ask_pool(ReplayTeacher(path).fit(LABELS), [clip(n) for n in names], {}, sink=batches.append,
              flush_every=50, flush_interval_s=0)                        # no interval: every 50
     assert [len(b) for b in batches] == [50] * 8
+
+
+def test_requests_in_flight_are_a_window_not_the_whole_pool(tmp_path, monkeypatch):
+    from models.teachers import runner
+
+    names = [f"s{i}" for i in range(400)]
+    path = write_jsonl(tmp_path / "a.jsonl", [{"name": n, "model": "fer", "label": "sad",
+                                               "scores": {"sad": 0.9}, "raw": "r"} for n in names])
+    lock, count = threading.Lock(), {"now": 0, "peak": 0}
+
+    class Counting(runner.ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            with lock:
+                count["now"] += 1
+                count["peak"] = max(count["peak"], count["now"])
+            future = super().submit(fn, *args, **kwargs)
+            future.add_done_callback(finished)
+            return future
+
+    def finished(_future) -> None:
+        with lock:
+            count["now"] -= 1
+
+    monkeypatch.setattr(runner, "ThreadPoolExecutor", Counting)
+    report = runner.ask_pool(ReplayTeacher(path).fit(LABELS), [clip(n) for n in names], {}, concurrency=2)
+    assert report.requests == 400 and report.counts == {"answered": 400}
+    assert [a.clip.name for a in report.asked] == names                 # in the pool's order
+    assert 2 <= count["peak"] <= runner.IN_FLIGHT_PER_WORKER * 2

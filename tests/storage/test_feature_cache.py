@@ -1,0 +1,69 @@
+"""Feature artifacts read column-wise from Arrow: the same matrices and sequences as from frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from storage.feature_cache import SCHEMA, sequences, vectors
+
+
+def rows():
+    """ok rows, a missing clip (no face: no values), an error row, and an ok row of zeros."""
+    def row(cid, status, vec=None, seq=None):
+        return {"clip_id": cid, "status": status, "dim": 3 if vec is not None else None,
+                "vector": vec, "seq_len": None if seq is None else len(seq) // 2,
+                "seq_dim": None if seq is None else 2, "sequence": seq}
+    return [row("a", "ok", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]),
+            row("b", "missing"),
+            row("c", "error"),
+            row("d", "ok", [0.0, 0.0, 0.0], [5.0, 6.0]),
+            row("e", "ok", [7.0, 8.0, 9.0], [9.0, 8.0, 7.0, 6.0, 5.0, 4.0])]
+
+
+def table(records):
+    fields = [SCHEMA.field(n) for n in ("clip_id", "status", "dim", "vector", "seq_len", "seq_dim", "sequence")]
+    return pa.Table.from_pylist(records, schema=pa.schema(fields))
+
+
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_a_table_gives_what_its_frame_gives(chunks):
+    t = table(rows())
+    if chunks == 2:                    # row groups read back as several chunks, one sliced
+        t = pa.concat_tables([t.slice(0, 2), t.slice(2)])
+    ids_t, x_t, ok_t = vectors(t)
+    ids_f, x_f, ok_f = vectors(t.to_pandas())
+    assert ids_t == ids_f == ["a", "b", "c", "d", "e"]
+    assert ok_t.tolist() == ok_f.tolist() == [True, False, False, True, True]
+    assert x_t.dtype == np.float32 and np.array_equal(x_t, x_f)
+    sid_t, s_t, has_t = sequences(t)
+    sid_f, s_f, has_f = sequences(t.to_pandas())
+    assert has_t.tolist() == has_f.tolist() == [True, False, False, True, True]
+    for a, b in zip(s_t, s_f, strict=True):
+        assert (a is None and b is None) or (a.shape == b.shape and np.array_equal(a, b))
+    assert s_t[4].shape == (3, 2) and s_t[4][2].tolist() == [5.0, 4.0]
+
+
+def test_an_error_row_that_kept_values_is_not_read():
+    records = rows()
+    records[2]["vector"], records[2]["dim"] = [4.0, 4.0, 4.0], 3          # an error row with values
+    _, x, ok = vectors(table(records))
+    assert not ok[2] and (x[2] == 0).all() and x[4].tolist() == [7.0, 8.0, 9.0]
+
+
+def test_a_vector_or_sequence_of_the_wrong_length_names_the_clip():
+    records = rows()
+    records[3]["vector"] = [1.0, 2.0]
+    with pytest.raises(ValueError, match="clip 'd' has 2 values; the set's dimension is 3"):
+        vectors(table(records))
+    records = rows()
+    records[4]["seq_len"] = 2
+    with pytest.raises(ValueError, match="sequence of clip 'e' has 6 values, not seq_len x seq_dim = 2 x 2"):
+        sequences(table(records))
+
+
+def test_an_empty_table():
+    ids, x, ok = vectors(table([]))
+    assert ids == [] and x.shape == (0, 0) and ok.shape == (0,)
+    assert sequences(table([]))[1] == []
