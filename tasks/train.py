@@ -226,7 +226,8 @@ def fit_fold(data: FoldData, job: FoldJob) -> dict:
         val=(data.bundle, data.y[job.va], va), pseudo=None if data.pseudo is None else data.pseudo[job.tr],
         rows=tr,
     )
-    return {"oof": model.predict_proba(data.bundle, va), "pred": model.predict_proba(data.bundle, data.predict_rows),
+    return {"oof": model.predict_proba(data.bundle, va),
+            "pred": model.predict_proba(data.bundle, data.predict_rows),
             "bytes": model.to_bytes(), "val_f1": model.val_f1_, "best_epoch": model.best_epoch_}
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.feature_cache import SCHEMA, sequences, vectors
+from storage.feature_cache import SCHEMA, TRAINING_COLUMNS, sequences, vectors
 
 
 def rows():
@@ -23,7 +23,7 @@ def rows():
 
 
 def table(records):
-    fields = [SCHEMA.field(n) for n in ("clip_id", "status", "dim", "vector", "seq_len", "seq_dim", "sequence")]
+    fields = [SCHEMA.field(n) for n in TRAINING_COLUMNS]
     return pa.Table.from_pylist(records, schema=pa.schema(fields))
 
 
