@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.baseline import FusionClassifier
 from storage.artifacts import ArtifactStore
-from tasks.train import USABLE, PoolPredictions, build_bundle, choose_experts, fix_mmap_threshold
+from tasks.train import USABLE, PoolPredictions, build_bundle, choose_experts
 
 
 def load_models(store: ArtifactStore, model_paths: list[str]) -> list[tuple[str, FusionClassifier]]:
@@ -47,7 +47,6 @@ def predict(
     usable = candidates[candidates["status"].isin(USABLE)]
     ids = usable["clip_id"].astype(str).tolist()
     parts, bundles = [], {}
-    fix_mmap_threshold()
     for path, model in models:
         # Fold models share their experts: one bundle of the candidates for all of them.
         names = tuple(model.expert_names_)

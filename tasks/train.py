@@ -239,36 +239,22 @@ _SHARED: tuple[FoldData, list[FoldJob]] | None = None
 def _fit_shared(i: int) -> dict:
     data, jobs = _SHARED
     out = fit_fold(data, jobs[i])
+    # The pool prediction's freed batch arrays stay in the worker's heap (glibc moves blocks
+    # of that size into it once some are freed): +180-490 MB private per worker at 100,000
+    # candidates, given back here before the next fit. (A fixed mmap threshold kept them out
+    # of the heap but made the rounds ~50 % slower.)
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)           # the fit's freed heap, before the next
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     return out
-
-
-# glibc's M_MMAP_THRESHOLD: allocations from 256 KB up get their own pages, returned when freed.
-MMAP_THRESHOLD = 256 * 1024
 
 
 def _init_worker(parent: int) -> None:
     """A fold worker is killed when the flow process ends (SIGKILLed, crashed) instead of fitting
-    on for nobody (Linux: PR_SET_PDEATHSIG; elsewhere it ends after its current fit).
-
-    Its allocator gets a fixed mmap threshold: glibc raises the threshold each time a large
-    block is freed, so the pool prediction's batch arrays (hundreds of KB, thousands of them)
-    moved into the heap, where fragmentation kept the freed space resident: +180-490 MB private
-    per worker at 100,000 candidates, given back by `malloc_trim` (measured in the workers)."""
+    on for nobody (Linux: PR_SET_PDEATHSIG; elsewhere it ends after its current fit)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)      # 1: PR_SET_PDEATHSIG
     if os.getppid() != parent:                  # the parent died before the line above ran
         os._exit(1)
-    fix_mmap_threshold()
-
-
-def fix_mmap_threshold() -> None:
-    """Large blocks (from `MMAP_THRESHOLD`) get pages of their own for the rest of the process
-    (glibc; elsewhere nothing): see `_init_worker`. Fitting and predicting in this process
-    (one worker, the predict stage) hold the same way."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)            # -3: M_MMAP_THRESHOLD
 
 
 def _warm_torch(data: FoldData, job: FoldJob) -> None:
@@ -288,7 +274,6 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> list[dic
     (seed, fold), so the results are the same as with one worker. Where fork is unavailable
     (Windows), one worker."""
     global _SHARED
-    fix_mmap_threshold()
     if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
         return [fit_fold(data, job) for job in jobs]
     _SHARED = (data, jobs)
