@@ -208,8 +208,8 @@ class FusionClassifier:
         as many pseudo-labelled ones (all of them when there are fewer).
         `rows`: train on these rows of `bundle` (`y` and the rest align with them), read in
         place: a fold worker does not copy its training rows out of the shared bundle (at
-        100,000 candidates with 25,000 pseudo-labels, ~75 MB per worker). `val` may name its
-        rows the same way: (bundle, y, rows)."""
+        100,000 candidates with 25,000 pseudo-labels, 72 MB of vectors by arithmetic). `val`
+        may name its rows the same way: (bundle, y, rows)."""
         with torch_threads(self.threads):
             return self._fit(bundle, y, sample_weight, val, pseudo,
                              np.arange(len(bundle)) if rows is None else np.asarray(rows))

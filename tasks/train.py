@@ -239,16 +239,16 @@ _SHARED: tuple[FoldData, list[FoldJob]] | None = None
 def _fit_shared(i: int) -> dict:
     data, jobs = _SHARED
     out = fit_fold(data, jobs[i])
-    # The pool prediction's freed batch arrays stay in the worker's heap (glibc moves blocks
-    # of that size into it once some are freed): +180-490 MB private per worker at 100,000
-    # candidates, given back here before the next fit. (A fixed mmap threshold kept them out
-    # of the heap but made the rounds ~50 % slower.)
+    # The pool prediction's freed batch arrays stay resident in the worker's heap (glibc's
+    # dynamic mmap threshold moves blocks of their size into it): +180-490 MB private per
+    # worker at 100,000 candidates, given back here before the next fit. (A fixed mmap
+    # threshold kept them out of the heap, but one run's rounds were ~50 % slower with it.)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     return out
 
 
-def _init_worker(parent: int) -> None:
+def _die_with_parent(parent: int) -> None:
     """A fold worker is killed when the flow process ends (SIGKILLed, crashed) instead of fitting
     on for nobody (Linux: PR_SET_PDEATHSIG; elsewhere it ends after its current fit)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -280,7 +280,7 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> list[dic
     _warm_torch(data, jobs[0])
     try:
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"),
-                                 initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             return list(pool.map(_fit_shared, range(len(jobs))))
     finally:
         _SHARED = None
