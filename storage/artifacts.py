@@ -118,11 +118,12 @@ def atomic_file(path: Path, what: str = "") -> Iterator[BinaryIO]:
         os.close(dir_fd)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read a MB at a time (media files, streamed artifacts)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+        while block := f.read(1 << 20):
+            digest.update(block)
     return digest.hexdigest()
 
 

@@ -7,7 +7,6 @@ frame of each stream is decoded to catch streams that open but cannot be read.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -15,17 +14,10 @@ from pathlib import Path
 
 import av
 
+from storage.artifacts import sha256_file
+
 # A file is truncated when its packets cover less than this share of the declared duration.
 TRUNCATION_RATIO = 0.9
-CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stream_info(stream: av.stream.Stream) -> dict:
