@@ -15,6 +15,7 @@ sequence (flattened T x D list<float32>, null when the extractor keeps none), ex
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,81 +104,134 @@ class FeatureCache:
         return table.sort_by("clip_id")
 
 
-def vectors(table: pa.Table | pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(clip ids, (N, D) float32 matrix with zeros where missing, (N,) bool mask of ok rows).
+class ParquetBatches:
+    """A Parquet file's rows a record batch (row group) at a time, read again on each iteration:
+    what `gather_vectors` / `gather_sequences` read a feature artifact from, so that the file is
+    never held whole beside the matrix it fills."""
 
-    An Arrow table is read column-wise (its list column's values are one buffer): no array per
-    row, as a frame's object column holds (at 100,000 clips a frame of the features is ~2.5x
-    their matrix)."""
-    if isinstance(table, pa.Table):
-        ids, ok = table.column("clip_id").to_pylist(), _ok(table)
-        dims = table.column("dim").to_numpy(zero_copy_only=False)[ok]
-        dim = int(dims[0]) if len(dims) else 0
-        values, offsets, lengths = _list_column(table, "vector")
-        bad = np.flatnonzero(ok & (lengths != dim))
+    def __init__(self, path: str | Path, columns: Sequence[str] | None = None) -> None:
+        self.path = Path(path)
+        self.columns = None if columns is None else list(columns)
+
+    def __repr__(self) -> str:
+        return f"ParquetBatches({str(self.path)!r})"
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        with pq.ParquetFile(self.path) as file:
+            for group in range(file.num_row_groups):   # iter_batches would merge row groups
+                yield from file.read_row_group(group, columns=self.columns).to_batches()
+
+
+# A feature set as the readers below take it: a table, a frame of FEATURE_COLUMNS, or record
+# batches (ParquetBatches).
+FeatureSource = pa.Table | pd.DataFrame | Iterable[pa.RecordBatch]
+
+
+def gather_vectors(source: FeatureSource, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the (len(ids), D) float32 matrix of clips `ids` in that order, zeros where a clip has no
+    row or no ok vector; the (len(ids),) bool mask of clips with one).
+
+    Each batch is copied straight into the one matrix (its list column's values are one
+    buffer: no array per row), so reading a file costs the matrix plus one row group. A clip
+    with several rows takes its last. A vector of the wrong length is an error naming the clip."""
+    index = _index(ids)
+    out, present, dim = None, np.zeros(len(ids), dtype=bool), None
+    for batch in _batches(source):
+        bids, ok, values, offsets, lengths = _rows(batch, "vector")
+        if dim is None and ok.any():
+            dim = int(batch.column("dim").to_numpy(zero_copy_only=False)[ok][0])
+            out = np.zeros((len(ids), dim), dtype=np.float32)
+        bad = np.flatnonzero(ok & (lengths != (dim or 0)))
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"feature vector of clip {ids[i]!r} has {lengths[i]} values; "
+            raise ValueError(f"feature vector of clip {bids[i]!r} has {lengths[i]} values; "
                              f"the set's dimension is {dim}")
-        out = np.zeros((len(ids), dim), dtype=np.float32)
-        if ok.any():
-            used, spans = values[offsets[0]:offsets[-1]], np.diff(offsets)     # spans: nulls' too
-            if (spans[~ok] == 0).all():            # only the ok rows have values: one reshape
-                out[ok] = used.reshape(-1, dim)
-            else:
-                out[ok] = used[np.repeat(ok, spans)].reshape(-1, dim)
-        return ids, out, ok
-    frame = table
-    ok = (frame["status"] == "ok").to_numpy()
-    dims = frame.loc[ok, "dim"]
-    dim = int(dims.iloc[0]) if len(dims) else 0
-    out = np.zeros((len(frame), dim), dtype=np.float32)
-    for i, vec in enumerate(frame["vector"]):
-        if ok[i]:
-            out[i] = np.asarray(vec, dtype=np.float32)
-    return frame["clip_id"].tolist(), out, ok
+        pos = index.get_indexer(bids)
+        wanted = pos >= 0
+        if out is not None:
+            if ok.any():
+                used, spans = values[offsets[0]:offsets[-1]], np.diff(offsets)  # spans: nulls' too
+                if not (spans[~ok] == 0).all():        # rows not ok kept values: skip them
+                    used = used[np.repeat(ok, spans)]
+                take = wanted[ok]
+                out[pos[ok][take]] = used.reshape(-1, dim)[take]
+            out[pos[wanted & ~ok]] = 0                 # a later row of the clip has none
+        present[pos[wanted]] = ok[wanted]
+    return (np.zeros((len(ids), 0), np.float32) if out is None else out), present
+
+
+def gather_sequences(source: FeatureSource, ids: Sequence[str]
+                     ) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """(per clip of `ids` its (T, D) float32 sequence or None, the bool mask of clips with one).
+    Each sequence is a view of its batch's one values buffer. A sequence whose length is not
+    seq_len x seq_dim is an error naming the clip."""
+    index = _index(ids)
+    seqs: list[np.ndarray | None] = [None] * len(ids)
+    present = np.zeros(len(ids), dtype=bool)
+    for batch in _batches(source):
+        bids, ok, values, offsets, lengths = _rows(batch, "sequence")
+        seq_len = batch.column("seq_len").to_numpy(zero_copy_only=False)
+        seq_dim = batch.column("seq_dim").to_numpy(zero_copy_only=False)
+        has = ok & (lengths > 0)
+        pos = index.get_indexer(bids)
+        for i in np.flatnonzero(has | (pos >= 0)):
+            seq = None
+            if has[i]:
+                shape = (int(seq_len[i]), int(seq_dim[i]))
+                if shape[0] * shape[1] != lengths[i]:
+                    raise ValueError(f"feature sequence of clip {bids[i]!r} has {lengths[i]} values, "
+                                     f"not seq_len x seq_dim = {shape[0]} x {shape[1]}")
+                seq = values[offsets[i]:offsets[i + 1]].reshape(shape)
+            if pos[i] >= 0:
+                seqs[pos[i]], present[pos[i]] = seq, has[i]
+    return seqs, present
+
+
+def vectors(table: pa.Table | pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(clip ids, (N, D) float32 matrix with zeros where missing, (N,) bool mask of ok rows) of
+    a whole feature set (one row per clip)."""
+    ids = _clip_ids(table)
+    return (ids, *gather_vectors(table, ids))
 
 
 def sequences(table: pa.Table | pd.DataFrame) -> tuple[list[str], list[np.ndarray | None], np.ndarray]:
-    """(clip ids, per clip its (T, D) float32 sequence or None, (N,) bool mask of clips with one).
-    From an Arrow table each sequence is a view of the column's one values buffer."""
-    if isinstance(table, pa.Table):
-        ids, ok = table.column("clip_id").to_pylist(), _ok(table)
-        values, offsets, lengths = _list_column(table, "sequence")
-        seq_len = table.column("seq_len").to_numpy(zero_copy_only=False)
-        seq_dim = table.column("seq_dim").to_numpy(zero_copy_only=False)
-        seqs: list[np.ndarray | None] = [None] * len(ids)
-        has = ok & (lengths > 0)
-        for i in np.flatnonzero(has):
-            shape = (int(seq_len[i]), int(seq_dim[i]))
-            if shape[0] * shape[1] != lengths[i]:
-                raise ValueError(f"feature sequence of clip {ids[i]!r} has {lengths[i]} values, "
-                                 f"not seq_len x seq_dim = {shape[0]} x {shape[1]}")
-            seqs[i] = values[offsets[i]:offsets[i + 1]].reshape(shape)
-        return ids, seqs, has
-    frame = table
-    status, sequence = frame["status"].to_numpy(object), frame["sequence"].to_numpy(object)
-    seq_len, seq_dim = frame["seq_len"].to_numpy(), frame["seq_dim"].to_numpy()
-    seqs = [None] * len(frame)
-    has = np.zeros(len(frame), bool)
-    for i in range(len(frame)):
-        if status[i] == "ok" and sequence[i] is not None:
-            seqs[i] = np.asarray(sequence[i], np.float32).reshape(int(seq_len[i]), int(seq_dim[i]))
-            has[i] = True
-    return frame["clip_id"].tolist(), seqs, has
+    """(clip ids, per clip its (T, D) float32 sequence or None, (N,) bool mask of clips with one)
+    of a whole feature set (one row per clip)."""
+    ids = _clip_ids(table)
+    return (ids, *gather_sequences(table, ids))
 
 
-def _ok(table: pa.Table) -> np.ndarray:
-    return np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok", dtype=bool)
+def _clip_ids(table: pa.Table | pd.DataFrame) -> list[str]:
+    if isinstance(table, pd.DataFrame):
+        return table["clip_id"].tolist()
+    return table.column("clip_id").to_pylist()
 
 
-def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(the float32 values buffer, each row's offsets into it (N + 1), each row's length; a
-    null row has length 0)."""
-    column = table.column(name).combine_chunks()
-    if isinstance(column, pa.ChunkedArray):          # a table of no rows
-        column = pa.array([], type=column.type)
+def _index(ids: Sequence[str]) -> pd.Index:
+    index = pd.Index(ids)
+    if not index.is_unique:
+        dup = index[index.duplicated()][0]
+        raise ValueError(f"clip {dup!r} is asked for twice: gather each clip once")
+    return index
+
+
+def _batches(source: FeatureSource) -> Iterable[pa.RecordBatch]:
+    if isinstance(source, pd.DataFrame):
+        names = [n for n in FEATURE_COLUMNS if n in source.columns]
+        source = pa.Table.from_pandas(source[names], preserve_index=False,
+                                      schema=pa.schema([SCHEMA.field(n) for n in names]))
+    return source.to_batches() if isinstance(source, pa.Table) else source
+
+
+def _rows(batch: pa.RecordBatch, name: str
+          ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(clip ids, the ok mask, the list column's float32 values buffer, each row's offsets into
+    it (N + 1), each row's length: 0 for a null row)."""
+    ids = batch.column("clip_id").to_pylist()
+    status = batch.column("status").to_numpy(zero_copy_only=False)
+    ok = np.asarray(status == "ok", dtype=bool)
+    column = batch.column(name)
     offsets = column.offsets.to_numpy().astype(np.int64)
     values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     lengths = np.diff(offsets)
-    return values, offsets, np.where(column.is_valid().to_numpy(zero_copy_only=False), lengths, 0)
+    return ids, ok, values, offsets, np.where(column.is_valid().to_numpy(zero_copy_only=False), lengths, 0)

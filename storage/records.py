@@ -15,11 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.artifacts import ArtifactRef
 from storage.catalog import Catalog, Session, now
+from storage.feature_cache import ParquetBatches
 
 RELEASE = "0.1.0"
 PACKAGES = ("flows", "tasks", "models", "storage")
@@ -221,23 +220,25 @@ def feature_frames(catalog: Catalog, store, dataset: str, names: Sequence[str] |
 
 
 class FeatureFrames(Mapping):
-    """The newest feature set of each extractor, each read from its Parquet artifact when it is
-    first asked for and held until `drop(name)`: a reader that needs one extractor at a time
-    (tasks/train.build_bundle) never holds every frame at once. `tables`: Arrow tables instead
-    of frames (storage.feature_cache.vectors / sequences read their list columns as one buffer;
-    at 100,000 clips a frame of them is 2.5x the feature matrix)."""
+    """The newest feature set of each extractor, by extractor name. Eager (`stream=False`): each
+    is read as a frame when first asked for and held until `drop(name)`, so a reader that needs
+    one at a time never holds every frame at once. Streamed: each is its artifact's record
+    batches (`ParquetBatches`), which tasks/train.build_bundle copies a row group at a time
+    into the expert's matrix: the file is never held whole (at 100,000 clips a frame of the
+    features is 2.5x their matrix, a table 1x beside it)."""
 
     def __init__(self, root: Path, sets: Sequence[dict], columns: Sequence[str] | None = None,
-                 tables: bool = False):
+                 stream: bool = False):
         self._paths = {s["extractor"]: root / s["path"] for s in sets}
         self._columns = None if columns is None else list(columns)
-        self._tables = tables
-        self._loaded: dict[str, pd.DataFrame | pa.Table] = {}
+        self._stream = stream
+        self._loaded: dict[str, pd.DataFrame] = {}
 
-    def __getitem__(self, name: str) -> pd.DataFrame | pa.Table:
+    def __getitem__(self, name: str) -> pd.DataFrame | ParquetBatches:
+        if self._stream:
+            return ParquetBatches(self._paths[name], self._columns)
         if name not in self._loaded:
-            read = pq.read_table if self._tables else pd.read_parquet
-            self._loaded[name] = read(self._paths[name], columns=self._columns)
+            self._loaded[name] = pd.read_parquet(self._paths[name], columns=self._columns)
         return self._loaded[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -253,10 +254,10 @@ class FeatureFrames(Mapping):
 
 def lazy_feature_frames(catalog: Catalog, store, dataset: str, columns: Sequence[str] | None = None
                         ) -> tuple[FeatureFrames, list[str]]:
-    """The newest feature sets, each read as an Arrow table when first used (`FeatureFrames`),
-    for tasks/train.build_bundle; and their artifact ids."""
+    """The newest feature sets, each streamed from its artifact when used (`FeatureFrames`), for
+    tasks/train.build_bundle; and their artifact ids."""
     sets = _feature_sets(catalog, dataset, None)
-    return FeatureFrames(store.root, sets, columns, tables=True), [s["artifact_id"] for s in sets]
+    return FeatureFrames(store.root, sets, columns, stream=True), [s["artifact_id"] for s in sets]
 
 
 def feature_set_ids(catalog: Catalog, dataset: str, names: Sequence[str] | None = None) -> list[str]:

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedKFold
@@ -38,7 +37,7 @@ from sklearn.model_selection import StratifiedKFold
 from models.baseline import Bundle, ExpertInput, FusionClassifier
 from models.metrics import evaluate
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.feature_cache import sequences, vectors
+from storage.feature_cache import FeatureSource, gather_sequences, gather_vectors
 from storage.ingest import USABLE
 
 
@@ -72,52 +71,24 @@ def choose_experts(available: list[str], names: list[str] | None) -> list[Expert
     return [known[n] for n in names]
 
 
-def _positions(frame_ids, ids: list[str]) -> np.ndarray:
-    """Row of each of `ids` in `frame_ids` (-1 where absent; a repeated id: its last row)."""
-    index = pd.Index(frame_ids)
-    if index.is_unique:
-        return index.get_indexer(ids)
-    rows = pd.Series(np.arange(len(index)), index=index)[~index.duplicated(keep="last")]
-    return rows.reindex(ids).fillna(-1).to_numpy(np.int64)
-
-
-def _sequences(frame: pd.DataFrame | pa.Table, ids: list[str]) -> tuple[list[np.ndarray | None], np.ndarray]:
-    # Rows are located once, by index, not looked up clip by clip (the lookups took 7.3 s
-    # for 8,000 clips, linear in the pool; bench/scale_pool.py).
-    fids, seqs, has = sequences(frame)
-    pos = _positions(fids, ids)
-    present = pos >= 0
-    present[present] = has[pos[present]]
-    return [seqs[j] if ok else None for j, ok in zip(pos, present, strict=True)], present
-
-
-def _matrix(frame: pd.DataFrame | pa.Table, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    fids, X, ok = vectors(frame)
-    pos = _positions(fids, ids)
-    present = pos >= 0
-    present[present] = ok[pos[present]]
-    out = np.zeros((len(ids), X.shape[1]), np.float32)
-    out[present] = X[pos[present]]
-    return out, present
-
-
-def build_bundle(ids: list[str], features: Mapping[str, pd.DataFrame], specs: list[ExpertSpec]) -> Bundle:
+def build_bundle(ids: list[str], features: Mapping[str, FeatureSource], specs: list[ExpertSpec]) -> Bundle:
     """The inputs of clips `ids` for every expert (absent features masked, never zeros).
-    `features` with a `drop(name)` (storage.records.FeatureFrames, read on demand): each frame
-    is dropped, and its heap handed back, once the last expert that reads it is built."""
+    `features`: per feature set a table, a frame or record batches (storage.records.FeatureFrames
+    streams each artifact a row group at a time into the expert's matrix). With a `drop(name)`,
+    each is dropped, and its heap handed back, once the last expert that reads it is built."""
     last_use = {source: i for i, spec in enumerate(specs) for source in spec.sources}
     drop = getattr(features, "drop", None)
     experts = []
     for i, spec in enumerate(specs):
         if spec.kind == "vector":
-            x, present = _matrix(features[spec.sources[0]], ids)
+            x, present = gather_vectors(features[spec.sources[0]], ids)
             experts.append(ExpertInput(spec.name, "vector", present, x=x))
         elif spec.kind == "sequence":
-            seqs, present = _sequences(features[spec.sources[0]], ids)
+            seqs, present = gather_sequences(features[spec.sources[0]], ids)
             experts.append(ExpertInput(spec.name, "sequence", present, seqs=seqs))
         else:
-            audio, pa_ = _sequences(features[spec.sources[0]], ids)
-            text, pt_ = _sequences(features[spec.sources[1]], ids)
+            audio, pa_ = gather_sequences(features[spec.sources[0]], ids)
+            text, pt_ = gather_sequences(features[spec.sources[1]], ids)
             experts.append(ExpertInput(spec.name, "joint", pa_ & pt_, seqs=audio, seqs2=text))
         done = [source for source in spec.sources if last_use[source] == i]
         if drop is not None and done:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from storage.catalog import Catalog
 from storage.feature_cache import TRAINING_COLUMNS
@@ -60,10 +61,10 @@ def test_train_and_predict_write_models_metrics_and_a_submission(corpus_copy, tm
     lazy, lazy_ids = lazy_feature_frames(workspace.catalog, workspace.artifacts,
                                          resolve_dataset(workspace.catalog, None).dataset, TRAINING_COLUMNS)
     assert lazy_ids == ids and sorted(lazy) == sorted(frames) and len(lazy) == 4
-    pd.testing.assert_frame_equal(lazy["au"].to_pandas(), frames["au"])   # Arrow tables
-    lazy.drop("au")
-    pd.testing.assert_frame_equal(lazy["au"].to_pandas(), frames["au"])   # read again
-    # The bundle built from the tables (column-wise) is the one built from the frames.
+    streamed = lazy["au"]                                                   # record batches
+    pd.testing.assert_frame_equal(pa.Table.from_batches(list(streamed)).to_pandas(), frames["au"])
+    pd.testing.assert_frame_equal(pa.Table.from_batches(list(streamed)).to_pandas(), frames["au"])  # again
+    # The bundle built from the streamed batches (column-wise) is the one built from the frames.
     specs = choose_experts(sorted(frames), [])
     clips = sorted(frames["au"]["clip_id"])
     from_frames, from_tables = build_bundle(clips, frames, specs), build_bundle(clips, lazy, specs)

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from storage.feature_cache import SCHEMA, TRAINING_COLUMNS, sequences, vectors
+from storage.feature_cache import (
+    SCHEMA,
+    TRAINING_COLUMNS,
+    ParquetBatches,
+    gather_sequences,
+    gather_vectors,
+    sequences,
+    vectors,
+)
 
 
 def rows():
@@ -67,3 +76,36 @@ def test_an_empty_table():
     ids, x, ok = vectors(table([]))
     assert ids == [] and x.shape == (0, 0) and ok.shape == (0,)
     assert sequences(table([]))[1] == []
+
+
+def test_gathered_rows_follow_the_asked_order_from_a_file_read_a_row_group_at_a_time(tmp_path):
+    path = tmp_path / "set.parquet"
+    pq.write_table(table(rows()), path, row_group_size=2)         # 3 row groups
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    source = ParquetBatches(path, TRAINING_COLUMNS)
+    assert len(list(source)) == 3 and len(list(source)) == 3      # read again on each pass
+    ids = ["e", "zz", "b", "a"]                                   # a clip with no row: absent
+    x, present = gather_vectors(source, ids)
+    assert present.tolist() == [True, False, False, True]
+    assert x.tolist() == [[7.0, 8.0, 9.0], [0.0] * 3, [0.0] * 3, [1.0, 2.0, 3.0]]
+    seqs, has = gather_sequences(source, ids)
+    assert has.tolist() == [True, False, False, True]
+    assert seqs[0].shape == (3, 2) and seqs[1] is None and seqs[2] is None
+    assert seqs[3].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    # The same from the whole table and from its frame.
+    for other in (table(rows()), table(rows()).to_pandas()):
+        x2, p2 = gather_vectors(other, ids)
+        assert np.array_equal(x, x2) and np.array_equal(present, p2)
+
+
+def test_a_clip_with_two_rows_takes_its_last():
+    records = rows() + [dict(rows()[1], clip_id="a")]             # a's later row: missing
+    x, present = gather_vectors(table(records), ["a", "e"])
+    assert present.tolist() == [False, True] and (x[0] == 0).all()
+    seqs, has = gather_sequences(table(records), ["a", "e"])
+    assert has.tolist() == [False, True] and seqs[0] is None
+
+
+def test_asking_for_a_clip_twice_is_an_error():
+    with pytest.raises(ValueError, match="clip 'a' is asked for twice"):
+        gather_vectors(table(rows()), ["a", "b", "a"])
