@@ -478,6 +478,9 @@ def train(
     specs, predict_ids = data.specs, data.predict_ids
     result = cross_validate(data.bundle, labels_df, label_set, config, predict_ids)
     refs = save_training(result, store, run_id, stage)
+    # The fold models' pool blocks are stored and let go: their heap (~100 MB at 100,000
+    # candidates, and the unpickled results') goes back before the caller votes on the pool.
+    release_memory()
     return {
         "result": result,
         "refs": refs,

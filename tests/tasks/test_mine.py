@@ -325,3 +325,19 @@ def test_select_meets_the_target_and_the_floors(rows, target):
         counts = out.loc[kept, "label"].value_counts()
         for lab in set(labels):                       # every label that had a candidate
             assert counts.get(lab, 0) >= np.floor(0.5 * share[lab] * kept.sum() + 1e-9)
+
+
+def test_decisions_made_a_chunk_at_a_time_are_those_made_at_once(monkeypatch):
+    import tasks.mine
+
+    rows = [(f"c{i:02d}", ALL_HAPPY if i % 3 else {"teacher": ("sad", 0.9)}) for i in range(7)]
+    rows.append(("c07", {}))                                     # nobody voted: no label
+    whole = decide(table(*rows), VOTERS, THRESH, MiningPolicy("consensus"))
+    monkeypatch.setattr(tasks.mine, "DECIDE_CHUNK", 3)           # chunks of 3, 3 and 2 rows
+    chunked = decide(table(*rows), VOTERS, THRESH, MiningPolicy("consensus"))
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert chunked["decision"].tolist() == ["rejected", "accepted", "accepted"] * 2 + ["rejected"] * 2
+    assert chunked["confidence"].dtype == "float64" and pd.isna(chunked["label"].iloc[7])
+    empty = decide(table(*rows).iloc[:0], VOTERS, THRESH, MiningPolicy("consensus"))
+    assert list(empty.columns) == list(whole.columns) and len(empty) == 0
+    assert empty.dtypes.to_dict() == whole.dtypes.to_dict()
