@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # A test run gets its own Prefect home (embedded server, SQLite) and sends no telemetry.
 TEST_ENV := PREFECT_HOME=$(CURDIR)/.prefect-home/test DO_NOT_TRACK=1 \
 	PREFECT_SERVER_ANALYTICS_ENABLED=false
+# Test processes side by side (pytest-xdist; each has its own Prefect home under the one above).
+# `auto`: one per core, at most 4. TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= auto
 
 .PHONY: venv demo test lint clean
 
@@ -25,7 +28,7 @@ demo: venv
 test: venv
 	$(BIN)/ruff check .
 	mkdir -p .prefect-home/test
-	$(TEST_ENV) $(BIN)/python -m pytest
+	$(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4
 
 lint: venv
 	$(BIN)/ruff check .

@@ -10,6 +10,13 @@ import pytest
 
 from storage.synthetic import make_corpus
 
+# Under pytest-xdist every worker gets its own Prefect home (its embedded servers' SQLite
+# database), so two workers' CLI runs never share one database file.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PREFECT_HOME"):
+    _home = Path(os.environ["PREFECT_HOME"]) / os.environ["PYTEST_XDIST_WORKER"]
+    _home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(_home)
+
 SHARED = Path(os.environ.get("MERSEMI_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
