@@ -12,6 +12,7 @@ from flows.params import MineParams
 from flows.train import run_key, train_config
 from storage.catalog import now
 from storage.feature_cache import TRAINING_COLUMNS
+from storage.ingest import LEARNING_COLUMNS
 from storage.records import (
     accepted_pseudo_labels,
     feature_set_ids,
@@ -38,6 +39,7 @@ from tasks.mine import (
     new_clip_counts,
     resume_rounds,
     stop_reason,
+    teacher_votes,
     usable_pool,
 )
 from tasks.train import release_memory, train_task, training_labels, training_set_task
@@ -65,12 +67,13 @@ def mine_flow(params: MineParams) -> dict:
         run_id = prior["run_id"] if resume else run_id
         with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key, resume=resume):
-            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet")
+            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet", columns=LEARNING_COLUMNS)
             features, _ = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset, TRAINING_COLUMNS)
             # Every round trains on clips of this one bundle, built a feature set at a time (each
             # frame is read, used and let go before the next: FeatureFrames).
             inputs = training_set_task(registry, features, config)
-            answers = run_label_answers(ws.catalog, teacher[0]) if teacher else None
+            # The teacher's votes, made once: its answers are the same in every round.
+            tvotes = teacher_votes(run_label_answers(ws.catalog, teacher[0])) if teacher else None
             human = training_labels(registry)[["clip_id", "label"]]
             # Clips earlier mining runs decided: the others are new (added since the last run).
             mined_before = mined_clips(ws.catalog, state.dataset, run_id)
@@ -91,15 +94,19 @@ def mine_flow(params: MineParams) -> dict:
                 checkpoint(f"mine:round-{r}:trained")
                 # Vote on the clips still in the pool; decide; keep the labels balanced.
                 result = mine_round_task(pool, out["result"].predictions, out["result"].oof, human,
-                                         answers, state.labels, params.voters, policy,
+                                         tvotes, state.labels, params.voters, policy,
                                          params.target_precision, label_counts(accepted))
+                refs = [*out["refs"]["models"], out["refs"]["oof"], out["refs"]["predictions"]]
+                # Decided: the round's predictions and fold models (stored) are let go, and the
+                # heap the vote freed handed back, before the decisions are recorded.
+                del out
+                release_memory()
                 stop = stop_reason(result, best_cv, params.max_f1_drop)
                 if stop and result.accepted_by_label:
                     result.decisions = discard_round(result.decisions, stop)
                 result.decisions = mark_new(result.decisions, mined_before)
                 summary = round_summary(r, state.dataset, len(pool), result, stop)
                 rounds.append(summary)
-                refs = [*out["refs"]["models"], out["refs"]["oof"], out["refs"]["predictions"]]
                 record_round(ws.catalog, run_id, r, started, result.decisions,
                              f"{params.policy}-{params.selection}-v2",
                              summary, round_metrics(result), refs, [state.registry_artifact_id, *feature_ids])
@@ -115,7 +122,7 @@ def mine_flow(params: MineParams) -> dict:
                 pool = sorted(set(pool) - set(new["clip_id"]))
                 best_cv = max(best_cv or 0.0, result.cv_weighted_f1)
                 # Recorded: the next round's training must not hold this round's predictions too.
-                del out, result
+                del result
                 release_memory()
             finish_run(ws.catalog, run_id, "completed")
     summary = mine_result(ws, run_id, state.dataset, resumed_after=len(done) if resume else None)

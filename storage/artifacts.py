@@ -12,7 +12,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,8 +205,10 @@ class ArtifactStore:
             raise FileNotFoundError(f"artifact {path} is missing from the store")
         return pq.read_table(path, columns=columns)
 
-    def load(self, ref: ArtifactRef | str, verify: bool = False) -> pd.DataFrame:
-        """Read an artifact; with `verify`, refuse one whose bytes differ from its recorded hash."""
+    def load(self, ref: ArtifactRef | str, verify: bool = False,
+             columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Read an artifact (only `columns`, if given); with `verify`, refuse one whose bytes
+        differ from its recorded hash."""
         path = self.path(ref)
         if not path.is_file():
             raise FileNotFoundError(f"artifact {path} is missing from the store")
@@ -217,4 +219,8 @@ class ArtifactStore:
                     f"artifact {path} was changed after it was written "
                     f"(sha256 {digest[:12]}, catalog says {ref.sha256[:12]})"
                 )
-        return pd.read_parquet(path)
+        if columns is not None:
+            missing = sorted(set(columns) - set(pq.read_schema(path).names))
+            if missing:
+                raise ValueError(f"artifact {path} has no column {', '.join(missing)}")
+        return pd.read_parquet(path, columns=None if columns is None else list(columns))

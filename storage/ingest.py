@@ -37,6 +37,9 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 SPLITS = ("train", "candidate", "test")
 # Statuses of clips that later stages use (degraded: a modality is missing, masked downstream).
 USABLE = ("ok", "degraded")
+# The registry columns the learning stages read (train, predict, mine, finalize): the others
+# (paths, hashes, probe results, reasons) are ~2/3 of a registry's memory and stay on disk.
+LEARNING_COLUMNS = ("clip_id", "name", "split", "label", "status")
 SPLIT_ALIASES = {"train": "train", "labeled": "train", "labelled": "train",
                  "candidate": "candidate", "unlabeled": "candidate", "unlabelled": "candidate",
                  "test": "test"}

@@ -184,7 +184,7 @@ def balance(decisions: pd.DataFrame, labelled_share: dict[str, float],
             min_ratio: float = 0.5) -> pd.DataFrame:
     """Reject the least confident accepted clips of over-represented labels until no accepted
     label's share of the accepted set is below `min_ratio` times its share of the labelled set."""
-    out = decisions.copy()
+    out = decisions.copy(deep=False)     # copy-on-write: only the columns set below are new
     accepted = out[out["decision"] == "accepted"]
     counts = accepted["label"].value_counts().to_dict()
     # Among the labels that have accepted clips: a label with none cannot be helped by
@@ -243,7 +243,7 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
     (`rho`) reaches `target`, most probable first, such that with the clips accepted in earlier
     rounds (`already`, per label) no label with any accepted clip falls below `min_ratio` x its
     labelled share. The others are rejected, saying which limit stopped them."""
-    out = decisions.copy()
+    out = decisions.copy(deep=False)     # copy-on-write: only the columns set below are new
     out["confidence"] = np.where(np.isnan(rho), out["confidence"].astype(float), rho)
     already = already or {}
     allowed = np.flatnonzero((out["decision"] == "accepted").to_numpy() & ~np.isnan(rho))
@@ -293,19 +293,22 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
     keep = ok(lo) if lo else np.array([], int)
     keep_set = set(keep.tolist())
     starved = short_labels(lo + 1) if lo < len(allowed) else []
-    reason = out["reason"].to_numpy(object).copy()
-    decision = out["decision"].to_numpy(object).copy()
+    # Only the allowed clips' decisions and reasons change: the others' strings stay as they are
+    # (not a Python object per clip of the pool).
+    reason = out["reason"].iloc[allowed].tolist()
+    decision = ["accepted"] * len(allowed)
     mean = float(rho[keep].mean()) if len(keep) else float("nan")
-    for i in allowed:
+    for j, i in enumerate(allowed):
         if i in keep_set:
-            reason[i] += f"; estimated precision {rho[i]:.3f} (accepted set {mean:.3f} >= {target:.2f})"
+            reason[j] += f"; estimated precision {rho[i]:.3f} (accepted set {mean:.3f} >= {target:.2f})"
         else:
-            decision[i] = "rejected"
-            reason[i] += (f"; balance: more accepted clips would leave {', '.join(starved)} below "
+            decision[j] = "rejected"
+            reason[j] += (f"; balance: more accepted clips would leave {', '.join(starved)} below "
                           f"{min_ratio:g} x its labelled share (estimated {rho[i]:.3f})" if starved else
                           f"; precision: estimated {rho[i]:.3f}, accepting it would take the accepted set "
                           f"below {target:.2f}")
-    out["decision"], out["reason"] = decision, reason
+    out.iloc[allowed, out.columns.get_loc("decision")] = decision
+    out.iloc[allowed, out.columns.get_loc("reason")] = reason
     return out
 
 
@@ -333,16 +336,31 @@ def teacher_votes(answers: pd.DataFrame, name: str = "teacher") -> pd.DataFrame:
                          f"{name}:confidence": conf})
 
 
-def vote_table(pool_ids: Sequence[str], predictions: pd.DataFrame, answers: pd.DataFrame | None,
+def vote_table(pool_ids: Sequence[str], predictions: pd.DataFrame, teacher: pd.DataFrame | None,
                voters: Sequence[str], labels: Sequence[str]) -> pd.DataFrame:
-    """One row per pool clip with every voter's label and confidence (absent: None / NaN)."""
-    table = pd.DataFrame({"clip_id": list(pool_ids)})
+    """One row per pool clip (`pool_ids`, unique) with every voter's label and confidence
+    (absent: None / NaN). `teacher`: the teacher's votes (`teacher_votes`), read for the voter
+    "teacher". Each voter's votes are placed by position, not merged: a merge per voter copied
+    the growing table each time (at 100,000 clips, tens of MB)."""
+    index = pd.Index(pd.array(list(pool_ids), dtype="str"))
+    if not index.is_unique:
+        dup = index[index.duplicated()][0]
+        raise ValueError(f"clip {dup!r} is in the pool twice")
+    table: dict[str, object] = {"clip_id": index.array}
     for voter in voters:
-        votes = (teacher_votes(answers if answers is not None else pd.DataFrame(
-            columns=["clip_id", "status", "label", "scores"]), voter) if voter == "teacher"
-                 else head_votes(predictions, voter, labels))
-        table = table.merge(votes, on="clip_id", how="left")
-    return table
+        if voter == "teacher":
+            votes = teacher if teacher is not None else teacher_votes(pd.DataFrame(
+                columns=["clip_id", "status", "label", "scores"]))
+        else:
+            votes = head_votes(predictions, voter, labels)
+        at = index.get_indexer(votes["clip_id"])
+        inside = at >= 0
+        label = np.full(len(index), None, dtype=object)
+        confidence = np.full(len(index), np.nan)
+        label[at[inside]] = votes[f"{voter}:label"].to_numpy(object)[inside]
+        confidence[at[inside]] = votes[f"{voter}:confidence"].to_numpy(np.float64)[inside]
+        table[f"{voter}:label"], table[f"{voter}:confidence"] = label, confidence
+    return pd.DataFrame(table, copy=False)
 
 
 def oof_confidences(oof: pd.DataFrame, truth: pd.DataFrame, voter: str,
@@ -369,20 +387,22 @@ class RoundResult:
 
 
 def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataFrame,
-               human: pd.DataFrame, answers: pd.DataFrame | None, labels: Sequence[str],
+               human: pd.DataFrame, teacher: pd.DataFrame | None, labels: Sequence[str],
                voters: Sequence[str], policy: MiningPolicy, target_precision: float = 0.95,
                already: dict[str, int] | None = None) -> RoundResult:
     """Decide every pool clip from this round's model predictions and the teacher's answers.
 
-    `human`: clip_id, label of the human-labelled clips (thresholds, calibration and the
-    validation score come from their out-of-fold predictions only, never from pseudo-labelled
-    clips); `already`: clips accepted in earlier rounds per label (for the share floors).
+    `teacher`: the teacher's votes (`teacher_votes` of its answers, made once per run: the
+    answers do not change between rounds; None: no teacher). `human`: clip_id, label of the
+    human-labelled clips (thresholds, calibration and the validation score come from their
+    out-of-fold predictions only, never from pseudo-labelled clips); `already`: clips accepted
+    in earlier rounds per label (for the share floors).
     """
     from models.metrics import evaluate
 
     probs, truth = oof_probs(oof, human, policy.baseline, labels)
     conf = confidences(probs, truth, labels)
-    votes = vote_table(pool_ids, predictions, answers, voters, labels)
+    votes = vote_table(pool_ids, predictions, teacher, voters, labels)
     share = human["label"].value_counts(normalize=True).to_dict()
     thresholds, estimate = {}, {}
     if policy.selection == "threshold":
@@ -391,9 +411,9 @@ def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataF
     else:
         decisions = decide(votes, voters, None, policy)
         temperature = fit_temperature(probs, truth)
-        teacher = votes.set_index("clip_id")[f"{policy.teacher}:label"] if policy.teacher in voters else None
+        said = votes.set_index("clip_id")[f"{policy.teacher}:label"] if policy.teacher in voters else None
         rho, confusion = estimated_precision(decisions, pool_probs(predictions, policy.baseline, labels),
-                                             teacher, labels, temperature)
+                                             said, labels, temperature)
         decisions = select(decisions, rho, target_precision, share, policy.min_share_ratio, already)
         estimate = {"temperature": temperature,
                     "teacher_accuracy": {lab: round(float(confusion[i, i]), 4) for i, lab in enumerate(labels)
@@ -457,7 +477,7 @@ def label_counts(accepted: pd.DataFrame | None) -> dict[str, int]:
 
 def discard_round(decisions: pd.DataFrame, why: str) -> pd.DataFrame:
     """A round whose pseudo-labels are not used: its acceptances become rejections, saying why."""
-    out = decisions.copy()
+    out = decisions.copy(deep=False)     # copy-on-write: only the columns set below are new
     hit = out["decision"] == "accepted"
     out.loc[hit, "decision"] = "rejected"
     out.loc[hit, "reason"] = out.loc[hit, "reason"] + f"; round discarded: {why}"

@@ -26,6 +26,10 @@ def test_save_load_round_trip_and_hash(tmp_path):
     assert ref.n_rows == 5
     assert ref.sha256 == sha256_bytes((tmp_path / ref.path).read_bytes())
     pd.testing.assert_frame_equal(store.load(ref, verify=True), frame())
+    # Only the columns asked for (the learning stages read 5 of the registry's 22).
+    assert list(store.load(ref, verify=True, columns=["p"]).columns) == ["p"]
+    with pytest.raises(ValueError, match=r"artifact .*clips.parquet has no column nope"):
+        store.load(ref, columns=["p", "nope"])
 
 
 def test_same_frame_same_bytes(tmp_path):

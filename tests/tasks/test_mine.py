@@ -106,7 +106,9 @@ def test_balance_trims_the_majority_label_and_keeps_the_most_confident():
             "votes": ["{}"] * 12,
         }
     )
+    before = decisions.copy()
     out = balance(decisions, {"neutral": 0.5, "sad": 0.5}, min_ratio=0.5)
+    pd.testing.assert_frame_equal(decisions, before)                        # the input is unchanged
     kept = out[out["decision"] == "accepted"]
     # sad must keep >= 0.5 x its 0.5 labelled share: 2 of at most 8 accepted.
     assert kept["label"].value_counts().to_dict() == {"neutral": 6, "sad": 2}
@@ -178,7 +180,7 @@ def test_policy_is_validated():
 
 
 def test_vote_table_from_predictions_and_teacher_answers():
-    from tasks.mine import oof_confidences, vote_table
+    from tasks.mine import oof_confidences, teacher_votes, vote_table
 
     labels = ("happy", "sad")
     preds = pd.DataFrame(
@@ -200,14 +202,19 @@ def test_vote_table_from_predictions_and_teacher_answers():
             "scores": ['{"happy": 0.7, "sad": 0.3}', None],
         }
     )
-    table = vote_table(["a", "b", "c"], preds, answers, ["moe/final", "moe/expert:x", "teacher"], labels)
+    voters = ["moe/final", "moe/expert:x", "teacher"]
+    table = vote_table(["a", "b", "c"], preds, teacher_votes(answers), voters, labels)
     a, b, c = (table.set_index("clip_id").loc[k] for k in "abc")
     assert a["moe/final:label"] == "happy" and a["moe/final:confidence"] == 0.8  # the 'mean' row only
     assert pd.isna(a["moe/expert:x:label"]) and b["moe/expert:x:label"] == "happy"
     assert a["teacher:label"] == "happy" and a["teacher:confidence"] == 0.7
     assert pd.isna(b["teacher:label"]) and pd.isna(c["moe/final:label"])  # unparseable: no vote
     with pytest.raises(ValueError, match="voter 'attention/final' is not among"):
-        vote_table(["a"], preds, answers, ["attention/final"], labels)
+        vote_table(["a"], preds, teacher_votes(answers), ["attention/final"], labels)
+    with pytest.raises(ValueError, match="clip 'a' is in the pool twice"):
+        vote_table(["a", "b", "a"], preds, None, ["moe/final"], labels)
+    # No teacher: its votes are absent for every clip.
+    assert vote_table(["a", "b"], preds, None, ["teacher"], labels)["teacher:label"].isna().all()
     oof = pd.DataFrame(
         {
             "clip_id": ["a", "a", "b"],
@@ -248,7 +255,9 @@ def test_round_bookkeeping_discard_merge_and_stop():
         hard, pd.DataFrame({"clip_id": ["c", "d"], "label": ["happy", "sad"], "weight": [1.0, 1.0]})
     )
     assert merged["clip_id"].tolist() == ["a", "c", "d"] and merged.iloc[1]["label"] == "sad"  # first wins
+    before = decisions.copy()
     dropped = discard_round(decisions, "F1 fell")
+    pd.testing.assert_frame_equal(decisions, before)                         # the input is unchanged
     assert (dropped["decision"] == "rejected").all()
     assert dropped["reason"].tolist() == [
         "r1; round discarded: F1 fell",
@@ -281,7 +290,9 @@ def test_select_accepts_the_largest_set_reaching_the_target():
     from tasks.mine import select
 
     d, rho = _allowed(["happy"] * 5, [0.99, 0.98, 0.96, 0.90, 0.60])
+    before = d.copy()
     out = select(d, rho, 0.95, {"happy": 1.0})
+    pd.testing.assert_frame_equal(d, before)                                # the input is unchanged
     assert out["decision"].tolist() == ["accepted"] * 4 + ["rejected"]     # mean of 4: 0.9575
     assert out["confidence"].tolist() == rho.tolist()                       # the estimate replaces it
     assert "estimated precision 0.990 (accepted set 0.957 >= 0.95)" in out["reason"].iloc[0]
