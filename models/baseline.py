@@ -309,20 +309,28 @@ class FusionClassifier:
     def _predict_proba(self, bundle: Bundle, rows: np.ndarray) -> dict[str, np.ndarray]:
         was_training = self.net_.training
         self.net_.eval()
-        outs: dict[str, list[np.ndarray]] = {}
+        # Each head's rows are written into one array as the batches go (not kept per batch,
+        # then concatenated and cast: three copies of the pool's probabilities at once).
+        outs: dict[str, np.ndarray] = {}
+
+        def put(head: str, start: int, probs: np.ndarray) -> None:
+            if head not in outs:
+                outs[head] = np.empty((len(rows), probs.shape[-1]), np.float32)
+            outs[head][start : start + len(probs)] = probs
+
         for start in range(0, len(rows), 256):
             idx = rows[start : start + 256]
             inputs, present = self._tensors(bundle, idx)
             out = self._forward(inputs, present)
-            outs.setdefault("final", []).append(torch.softmax(out["logits"], -1).numpy())
+            put("final", start, torch.softmax(out["logits"], -1).numpy())
             if "expert_logits" in out:
-                outs.setdefault("fused", []).append(torch.softmax(out["fused_logits"], -1).numpy())
+                put("fused", start, torch.softmax(out["fused_logits"], -1).numpy())
                 probs = torch.softmax(out["expert_logits"], -1).numpy()
                 probs[~present.numpy()] = np.nan
                 for i, name in enumerate(self.expert_names_):
-                    outs.setdefault(f"expert:{name}", []).append(probs[:, i])
+                    put(f"expert:{name}", start, probs[:, i])
         self.net_.train(was_training)
-        return {k: np.concatenate(v).astype(np.float32) for k, v in outs.items()}
+        return outs
 
     # ---- persistence --------------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -93,6 +93,18 @@ def test_predict_proba_changes_nothing(fitted):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_rows_over_several_batches_land_in_their_places(fitted):
+    # 600 rows, in a shuffled order with repeats: three prediction batches of 256 and a rest.
+    bundle, _, models = fitted
+    rows = np.random.default_rng(3).permutation(np.tile(np.arange(len(bundle)), 7))[:600]
+    for model in models.values():
+        whole, picked = model.predict_proba(bundle), model.predict_proba(bundle, rows)
+        assert list(picked) == list(whole)
+        for head, p in picked.items():
+            assert p.dtype == np.float32 and p.shape == (600, 3)
+            np.testing.assert_allclose(p, whole[head][rows], atol=1e-6, err_msg=head)
+
+
 def test_same_seed_same_model_other_seed_other_model():
     bundle, y = make_bundle(n=45)
     a = FusionClassifier(LABELS, epochs=3, seed=7).fit(bundle, y).predict_proba(bundle)["final"]
