@@ -13,13 +13,13 @@ from flows.params import FinalizeParams
 from flows.train import metric_rows, run_key, train_config
 from storage.catalog import now
 from storage.feature_cache import TRAINING_COLUMNS
-from storage.ingest import LEARNING_COLUMNS
 from storage.records import (
     accepted_pseudo_labels,
     feature_set_ids,
     keyed_run,
     latest_stage_run,
     lazy_feature_frames,
+    learning_registry,
     mine_run,
     record_finalize,
     recorded_run,
@@ -56,7 +56,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
             return copy_submission(summary | {"cached": True}, params.out)
         with recorded_run(ws.catalog, run_id, "finalize", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key):
-            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet", columns=LEARNING_COLUMNS)
+            registry = learning_registry(ws.artifacts, state)
             features, _ = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset, TRAINING_COLUMNS)
             answers = run_label_answers(ws.catalog, teacher[0]) if teacher else None
             tvotes = teacher_votes(answers) if answers is not None else None

@@ -12,7 +12,6 @@ from flows.params import MineParams
 from flows.train import run_key, train_config
 from storage.catalog import now
 from storage.feature_cache import TRAINING_COLUMNS
-from storage.ingest import LEARNING_COLUMNS
 from storage.records import (
     accepted_pseudo_labels,
     feature_set_ids,
@@ -20,6 +19,7 @@ from storage.records import (
     keyed_run,
     latest_stage_run,
     lazy_feature_frames,
+    learning_registry,
     mined_clips,
     record_round,
     recorded_run,
@@ -67,7 +67,7 @@ def mine_flow(params: MineParams) -> dict:
         run_id = prior["run_id"] if resume else run_id
         with recorded_run(ws.catalog, run_id, "mine", params.model_dump(mode="json"), flow_run.id,
                           cache_key=key, resume=resume):
-            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet", columns=LEARNING_COLUMNS)
+            registry = learning_registry(ws.artifacts, state)
             features, _ = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset, TRAINING_COLUMNS)
             # Every round trains on clips of this one bundle, built a feature set at a time (each
             # frame is read, used and let go before the next: FeatureFrames).

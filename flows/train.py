@@ -11,12 +11,12 @@ from prefect.runtime import flow_run
 from flows.params import PredictParams, TrainParams
 from storage.catalog import now
 from storage.feature_cache import TRAINING_COLUMNS
-from storage.ingest import LEARNING_COLUMNS
 from storage.records import (
     artifact_hashes,
     content_key,
     latest_stage_run,
     lazy_feature_frames,
+    learning_registry,
     record_stage_run,
     recorded_run,
     resolve_dataset,
@@ -65,7 +65,7 @@ def train_flow(params: TrainParams) -> dict:
         state = resolve_dataset(ws.catalog, params.dataset)
         with recorded_run(ws.catalog, run_id, "train", params.model_dump(mode="json"), flow_run.id):
             # Inputs: the clip registry and the newest feature set of each extractor.
-            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet", columns=LEARNING_COLUMNS)
+            registry = learning_registry(ws.artifacts, state)
             features, feature_ids = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset,
                                                         TRAINING_COLUMNS)
             # Cross-validated training; fold models and predictions stored as artifacts.
@@ -120,7 +120,7 @@ def predict_flow(params: PredictParams) -> dict:
         )
         with recorded_run(ws.catalog, run_id, "predict", params.model_dump(mode="json"), flow_run.id):
             # Inputs: the registry, the newest features and the training run's fold models.
-            registry = ws.artifacts.load(f"{state.registry_artifact_id}.parquet", columns=LEARNING_COLUMNS)
+            registry = learning_registry(ws.artifacts, state)
             # Read a feature set at a time while the candidates' bundle is built (FeatureFrames).
             features, feature_ids = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset,
                                                         TRAINING_COLUMNS)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from storage.artifacts import ArtifactRef
+from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.catalog import Catalog, Session, now
 from storage.feature_cache import ParquetBatches
+from storage.ingest import LEARNING_COLUMNS
 
 RELEASE = "0.1.0"
 PACKAGES = ("flows", "tasks", "models", "storage")
@@ -112,6 +113,12 @@ def dataset_state(catalog: Catalog, dataset: str) -> DatasetState | None:
     r = rows.iloc[0]
     return DatasetState(r["dataset"], r["root"], r["layout"], tuple(json.loads(r["labels"])),
                         r["registry_artifact_id"], r["registry_sha256"])
+
+
+def learning_registry(store: ArtifactStore, state: DatasetState) -> pd.DataFrame:
+    """The dataset's current registry, only the columns the learning stages read
+    (`LEARNING_COLUMNS`)."""
+    return store.load(f"{state.registry_artifact_id}.parquet", columns=LEARNING_COLUMNS)
 
 
 def probe_cache(catalog: Catalog) -> pd.DataFrame | None:

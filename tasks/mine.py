@@ -348,17 +348,14 @@ def vote_table(pool_ids: Sequence[str], predictions: pd.DataFrame, teacher: pd.D
         raise ValueError(f"clip {dup!r} is in the pool twice")
     table: dict[str, object] = {"clip_id": index.array}
     for voter in voters:
-        if voter == "teacher":
-            votes = teacher if teacher is not None else teacher_votes(pd.DataFrame(
-                columns=["clip_id", "status", "label", "scores"]))
-        else:
-            votes = head_votes(predictions, voter, labels)
-        at = index.get_indexer(votes["clip_id"])
-        inside = at >= 0
         label = np.full(len(index), None, dtype=object)
         confidence = np.full(len(index), np.nan)
-        label[at[inside]] = votes[f"{voter}:label"].to_numpy(object)[inside]
-        confidence[at[inside]] = votes[f"{voter}:confidence"].to_numpy(np.float64)[inside]
+        votes = teacher if voter == "teacher" else head_votes(predictions, voter, labels)
+        if votes is not None:                # no teacher: its votes stay absent
+            at = index.get_indexer(votes["clip_id"])
+            inside = at >= 0
+            label[at[inside]] = votes[f"{voter}:label"].to_numpy(object)[inside]
+            confidence[at[inside]] = votes[f"{voter}:confidence"].to_numpy(np.float64)[inside]
         table[f"{voter}:label"], table[f"{voter}:confidence"] = label, confidence
     return pd.DataFrame(table, copy=False)
 
