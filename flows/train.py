@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from functools import partial
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -128,8 +129,11 @@ def predict_flow(params: PredictParams) -> dict:
             models = load_models(ws.artifacts, model_paths)
             majority = majority_label(registry)
             # Predict every candidate; the submission has one row per candidate clip.
+            # Each model's rows go to the predictions artifact as it predicts them.
             predictions, submission, summary = predict_task(
-                registry, features, models, state.labels, majority, head=params.head
+                registry, features, models, state.labels, majority, head=params.head,
+                store_predictions=partial(ws.artifacts.save_frames, run_id=run_id, stage="predict",
+                                          name="predictions"),
             )
             refs = save_predictions(predictions, submission, ws.artifacts, run_id)
             summary |= {

@@ -12,7 +12,7 @@ expert's own head, NaN where that expert is absent).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -299,6 +299,14 @@ class FusionClassifier:
         return loss
 
     # ---- inference ----------------------------------------------------------------------
+    @staticmethod
+    def output_heads(fusion: str, experts: Sequence[str]) -> list[str]:
+        """The heads `predict_proba` returns for `fusion` over `experts` (the bundle's names)."""
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+        extra = ["fused", *(f"expert:{name}" for name in experts)] if FUSIONS[fusion].expert_heads else []
+        return ["final", *extra]
+
     def predict_proba(self, bundle: Bundle, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Per head, (N, labels) probabilities of the bundle's clips, or of its `rows` (indices,
         in that order; the pool is predicted in place, never copied out of the bundle)."""

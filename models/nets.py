@@ -101,6 +101,9 @@ class AudioTextJoint(nn.Module):
 
 
 class AttentionFusion(nn.Module):
+    # Outputs only the fused logits (no per-expert heads: `FusionClassifier.output_heads`).
+    expert_heads = False
+
     def __init__(self, n_experts: int, n_labels: int, cfg: NetConfig):
         super().__init__()
         self.score = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.Tanh(), nn.Linear(cfg.hidden, 1))
@@ -118,6 +121,9 @@ class AttentionFusion(nn.Module):
 
 
 class MoEFusion(nn.Module):
+    # Outputs every expert's logits and the attention-fused ones beside the routed mixture.
+    expert_heads = True
+
     def __init__(self, n_experts: int, n_labels: int, cfg: NetConfig):
         super().__init__()
         self.attention = AttentionFusion(n_experts, n_labels, cfg)

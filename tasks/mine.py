@@ -313,18 +313,19 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
 
 
 def head_votes(predictions: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.DataFrame:
-    """clip_id, <voter>:label, <voter>:confidence from the fold-averaged rows of one head
-    (`voter` = "<fusion>/<head>", e.g. "moe/final" or "moe/expert:audio_text")."""
+    """clip_id, <voter>:label (categorical over `labels`; absent where the head has no
+    probabilities), <voter>:confidence from the fold-averaged rows of one head (`voter` =
+    "<fusion>/<head>", e.g. "moe/final" or "moe/expert:audio_text")."""
     rows = pool_probs(predictions, voter, labels)
     if rows.empty:
         raise ValueError(f"voter {voter!r} is not among the predictions' heads")
     probs = rows.to_numpy()
     known = ~np.isnan(probs).any(axis=1)
-    best = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
-    chosen = [labels[i] if k else None for i, k in zip(best, known, strict=True)]
+    best = np.where(known, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
     confidence = np.where(known, np.nan_to_num(probs, nan=0.0).max(axis=1), np.nan)
-    return pd.DataFrame({"clip_id": rows.index.to_numpy(), f"{voter}:label": chosen,
-                         f"{voter}:confidence": confidence})
+    return pd.DataFrame({"clip_id": rows.index.array,
+                         f"{voter}:label": pd.Categorical.from_codes(best, categories=list(labels)),
+                         f"{voter}:confidence": confidence}, copy=False)
 
 
 def teacher_votes(answers: pd.DataFrame, name: str = "teacher") -> pd.DataFrame:
@@ -338,25 +339,33 @@ def teacher_votes(answers: pd.DataFrame, name: str = "teacher") -> pd.DataFrame:
 
 def vote_table(pool_ids: Sequence[str], predictions: pd.DataFrame, teacher: pd.DataFrame | None,
                voters: Sequence[str], labels: Sequence[str]) -> pd.DataFrame:
-    """One row per pool clip (`pool_ids`, unique) with every voter's label and confidence
-    (absent: None / NaN). `teacher`: the teacher's votes (`teacher_votes`), read for the voter
-    "teacher". Each voter's votes are placed by position, not merged: a merge per voter copied
-    the growing table each time (at 100,000 clips, tens of MB)."""
+    """One row per pool clip (`pool_ids`, unique) with every voter's label (categorical) and
+    confidence (absent: NaN). `teacher`: the teacher's votes (`teacher_votes`), read for the
+    voter "teacher". Each voter's votes are placed by position, not merged (a merge per voter
+    copied the growing table each time), and a label is a code, not a Python string per clip
+    (at 100,000 clips and 4 voters those were ~30 MB)."""
     index = pd.Index(pd.array(list(pool_ids), dtype="str"))
     if not index.is_unique:
         dup = index[index.duplicated()][0]
         raise ValueError(f"clip {dup!r} is in the pool twice")
+    # The label set, and any other label the teacher gave (it votes as it said).
+    categories = list(labels)
+    if teacher is not None and "teacher" in voters:
+        said = pd.unique(teacher["teacher:label"].dropna().astype(str))
+        categories += sorted(set(said) - set(categories))
     table: dict[str, object] = {"clip_id": index.array}
     for voter in voters:
-        label = np.full(len(index), None, dtype=object)
+        codes = np.full(len(index), -1, np.int16)
         confidence = np.full(len(index), np.nan)
         votes = teacher if voter == "teacher" else head_votes(predictions, voter, labels)
         if votes is not None:                # no teacher: its votes stay absent
             at = index.get_indexer(votes["clip_id"])
             inside = at >= 0
-            label[at[inside]] = votes[f"{voter}:label"].to_numpy(object)[inside]
+            said = pd.Categorical(votes[f"{voter}:label"], categories=categories).codes
+            codes[at[inside]] = said[inside]
             confidence[at[inside]] = votes[f"{voter}:confidence"].to_numpy(np.float64)[inside]
-        table[f"{voter}:label"], table[f"{voter}:confidence"] = label, confidence
+        table[f"{voter}:label"] = pd.Categorical.from_codes(codes, categories=categories)
+        table[f"{voter}:confidence"] = confidence
     return pd.DataFrame(table, copy=False)
 
 

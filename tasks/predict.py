@@ -10,14 +10,23 @@ and the summary counts and names those clips.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from models.baseline import FusionClassifier
-from storage.artifacts import ArtifactStore
-from tasks.train import USABLE, PoolPredictions, build_bundle, choose_experts
+from storage.artifacts import ArtifactRef, ArtifactStore
+from tasks.train import (
+    USABLE,
+    PoolPredictions,
+    build_bundle,
+    choose_experts,
+    collect_predictions,
+    member_order,
+)
 
 
 def load_models(store: ArtifactStore, model_paths: list[str]) -> list[tuple[str, FusionClassifier]]:
@@ -39,25 +48,33 @@ def predict(
     majority: str,
     head: str = "final",
     fusion: str | None = None,
+    store_predictions: Callable[[Iterator[pd.DataFrame]], ArtifactRef] | None = None,
 ) -> tuple[PoolPredictions, pd.DataFrame, dict]:
     """(predictions, submission frame name/discrete, summary) for every candidate clip.
     `features` may be read on demand (storage.records.FeatureFrames): each frame is let go once
-    the models' bundle is built."""
+    the models' bundle is built. `store_predictions` (`ArtifactStore.save_frames` of the run's
+    predictions): each model's rows are written as it predicts, and only their running means
+    are held (`predictions.stored` is the artifact); None: every model's rows are kept."""
     candidates = registry[(registry["split"] == "candidate") & (registry["status"] != "removed")]
     usable = candidates[candidates["status"].isin(USABLE)]
     ids = usable["clip_id"].astype(str).tolist()
-    parts, bundles = [], {}
-    for path, model in models:
-        # Fold models share their experts: one bundle of the candidates for all of them.
-        names = tuple(model.expert_names_)
-        if names not in bundles:
-            bundles[names] = build_bundle(ids, features, choose_experts(list(features), list(names)))
-        bundle = bundles[names]
-        fu, seed, fold = fold_of(path)
-        parts.append(({"fusion": fu, "seed": seed, "fold": fold}, model.predict_proba(bundle)))
-    bundle = None
+    # By seed, then fold: the order each head's means take them in.
+    models = sorted(models, key=lambda m: member_order(*fold_of(m[0])[1:]))
+    keys = [dict(zip(("fusion", "seed", "fold"), fold_of(path), strict=True)) for path, _ in models]
+    heads = {h for _, m in models for h in FusionClassifier.output_heads(m.fusion, m.expert_names_)}
+    predictions = PoolPredictions(ids, label_set, keys, heads, keep_folds=store_predictions is None)
+    bundles: dict[tuple[str, ...], object] = {}
+
+    def parts() -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
+        for (_, model), key in zip(models, keys, strict=True):
+            # Fold models share their experts: one bundle of the candidates for all of them.
+            names = tuple(model.expert_names_)
+            if names not in bundles:
+                bundles[names] = build_bundle(ids, features, choose_experts(list(features), list(names)))
+            yield key, model.predict_proba(bundles[names])
+
+    collect_predictions(predictions, parts(), store_predictions)
     bundles.clear()
-    predictions = PoolPredictions(ids, parts, label_set)
     fusion = fusion or models[0][1].fusion
     mean = predictions.mean_frame()
     chosen = mean[(mean["fusion"] == fusion) & (mean["head"] == head)].set_index("clip_id")
@@ -101,10 +118,11 @@ def majority_label(registry: pd.DataFrame) -> str:
 def save_predictions(
     predictions: PoolPredictions, submission: pd.DataFrame, store: ArtifactStore, run_id: str
 ) -> list:
-    """Store the probabilities (Parquet, a block of rows at a time) and the MER2025 submission
-    file (name,discrete CSV)."""
+    """Store the probabilities (Parquet, a block of rows at a time; unless `predict` stored them
+    as it went) and the MER2025 submission file (name,discrete CSV)."""
+    stored = predictions.stored or store.save_frames(predictions.frames(), run_id, "predict", "predictions")
     return [
-        store.save_frames(predictions.frames(), run_id, "predict", "predictions"),
+        stored,
         store.save_bytes(
             submission.to_csv(index=False).encode(), run_id, "predict", "submission", suffix=".csv"
         ),

@@ -24,7 +24,7 @@ import multiprocessing as mp
 import os
 import signal
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -121,6 +121,8 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)  # fusion -> head -> evaluate(...)
     # Every fold model's rows too, until they are stored (`save_training`; then None).
     pool: PoolPredictions | None = None
+    # The predictions artifact, where `cross_validate` stored the rows as the fits returned.
+    predictions_ref: ArtifactRef | None = None
 
 
 def _rows(ids, probs: dict[str, np.ndarray], labels, **keys) -> list[pd.DataFrame]:
@@ -135,14 +137,55 @@ def _rows(ids, probs: dict[str, np.ndarray], labels, **keys) -> list[pd.DataFram
 
 
 def mean_log(probs: list[np.ndarray]) -> np.ndarray:
-    """Average in log space (fold logits up to a per-row constant), renormalised; NaN-aware."""
-    logp = np.log(np.clip(np.stack(probs), 1e-8, 1.0))
-    with warnings.catch_warnings():
-        # An expert head is NaN for a clip that lacks the expert in every fold: it stays NaN.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        m = np.nanmean(logp, axis=0)
-        p = np.exp(m - np.nanmax(m, axis=1, keepdims=True))
-    return p / p.sum(axis=1, keepdims=True)
+    """Average in log space (fold logits up to a per-row constant), renormalised; NaN-aware:
+    a clip's NaN rows are left out of its mean (all NaN: NaN). The members are added in the
+    order given (`LogMean`)."""
+    mean = LogMean(np.result_type(*probs) if probs else np.float64)
+    for p in probs:
+        mean.add(p)
+    return mean.result()
+
+
+class LogMean:
+    """`mean_log` of members added one at a time: a running sum of their logs and a count per
+    value, so the members need not be held together (at 100,000 candidates a fold model's
+    block of one head is 2.4 MB, and a round has dozens). The result is bit-for-bit numpy's
+    `nanmean` over the stacked members in the order they were added."""
+
+    def __init__(self, dtype=np.float32) -> None:
+        self.dtype = np.dtype(dtype)
+        self.total: np.ndarray | None = None
+        self.count: np.ndarray | None = None
+
+    def add(self, p: np.ndarray) -> None:
+        logp = np.log(np.clip(np.asarray(p, self.dtype), 1e-8, 1.0))
+        known = ~np.isnan(logp)
+        logp[~known] = 0.0
+        if self.total is None:
+            self.total, self.count = logp, known.astype(np.uint16)
+        else:
+            if logp.shape != self.total.shape:
+                raise ValueError(f"a member of shape {logp.shape} added to means of shape {self.total.shape}")
+            self.total += logp
+            self.count += known
+
+    def result(self) -> np.ndarray:
+        if self.total is None:
+            raise ValueError("a mean of no members")
+        with warnings.catch_warnings():
+            # An expert head is NaN for a clip that lacks the expert in every fold: it stays NaN.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            # As nanmean divides: the sum by an integer count (0 / 0: NaN).
+            m = np.true_divide(self.total, self.count.astype(np.intp), out=self.total, casting="unsafe")
+            p = np.exp(m - np.nanmax(m, axis=1, keepdims=True))
+        self.total = self.count = None
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def member_order(seed: object, fold: object) -> tuple:
+    """The order in which a head's fold models enter its mean: by seed, then fold, numbers
+    numerically (the order `fold_jobs` fits them in)."""
+    return tuple((0, int(v), "") if str(v).isdigit() else (1, 0, str(v)) for v in (seed, fold))
 
 
 @dataclass(frozen=True)
@@ -179,7 +222,8 @@ def fold_jobs(y: np.ndarray, config: TrainConfig, pseudo: np.ndarray | None = No
     pseudo = np.zeros(len(y), bool) if pseudo is None else np.asarray(pseudo, bool)
     human, extra = np.flatnonzero(~pseudo), np.flatnonzero(pseudo)
     jobs = []
-    for seed in config.seeds:
+    # By seed, then fold (`member_order`): the order the pool's means add them in.
+    for seed in sorted(set(config.seeds)):
         folds = StratifiedKFold(config.folds, shuffle=True, random_state=seed).split(
             np.zeros(len(human)), y[human])
         for fold, (tr, va) in enumerate(folds):
@@ -239,20 +283,23 @@ def _warm_torch(data: FoldData, job: FoldJob) -> None:
     model.fit(data.bundle, data.y[job.tr[:64]], val=(data.bundle, data.y[job.tr[:64]], rows), rows=rows)
 
 
-def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> list[dict]:
-    """`fit_fold` of every job, in job order. `workers` > 1: that many forked processes fit
-    side by side (one torch thread each, as in this process); each fit is seeded by its own
-    (seed, fold), so the results are the same as with one worker. Where fork is unavailable
-    (Windows), one worker."""
+def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator[dict]:
+    """`fit_fold` of every job, in job order, each handed on as it returns (the caller stores
+    and lets go of one fit's pool probabilities before the next arrives). `workers` > 1: that
+    many forked processes fit side by side (one torch thread each, as in this process); each
+    fit is seeded by its own (seed, fold), so the results are the same as with one worker.
+    Where fork is unavailable (Windows), one worker."""
     global _SHARED
     if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
-        return [fit_fold(data, job) for job in jobs]
+        for job in jobs:
+            yield fit_fold(data, job)
+        return
     _SHARED = (data, jobs)
     _warm_torch(data, jobs[0])
     try:
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"),
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            return list(pool.map(_fit_shared, range(len(jobs))))
+            yield from pool.map(_fit_shared, range(len(jobs)))
     finally:
         _SHARED = None
 
@@ -276,34 +323,99 @@ class PoolPredictions:
     'mean' (every seed's and fold's, averaged in log space): rows clip_id, head, fusion, seed,
     fold, p_<label>, handed out a block at a time (one model's head, or one mean).
 
-    `parts`: (keys fusion, seed, fold; probabilities per head, rows in `ids` order), as the fits
-    return them. The per-fold rows are never gathered into one frame: at 100,000 candidates
-    they are 3.2 M rows, which the flow only writes to the predictions artifact
-    (`ArtifactStore.save_frames(pool.frames())`); what it reads is `mean_frame()`."""
+    The fold models (`members`: their keys fusion, seed, fold; `heads`: every head any of them
+    has) are added one at a time, as their fits return (`add`), each head's in `member_order`
+    (the means then do not depend on the order in which fits finish); `finish` makes the
+    means. With `keep_folds` the fold models' blocks are kept for `frames()`; without, the
+    caller writes each as it comes (`part_frames`) and only the running means are held: at
+    100,000 candidates the fold blocks of a round are 3.2 M rows, which the flows only ever
+    write to the predictions artifact. What the flows read is `mean_frame()`.
+    `of(ids, parts, label_set)`: all at once."""
 
-    def __init__(self, ids: list[str], parts: list[tuple[dict, dict[str, np.ndarray]]],
-                 label_set: tuple[str, ...]) -> None:
+    def __init__(self, ids: list[str], label_set: tuple[str, ...], members: list[dict],
+                 heads: Sequence[str], keep_folds: bool = True) -> None:
         self.label_set = tuple(label_set)
-        self.blocks = [(head, keys["fusion"], str(keys["seed"]), str(keys["fold"]), p)
-                       for keys, probs in parts for head, p in probs.items()]
-        groups: dict[tuple[str, str], list[tuple[tuple[str, str], np.ndarray]]] = {}
-        for head, fusion, seed, fold, p in self.blocks:
-            groups.setdefault((fusion, head), []).append(((seed, fold), p))
-        self.n_fold_blocks = len(self.blocks)
-        for fusion, head in sorted(groups):
-            members = [p for _, p in sorted(groups[(fusion, head)], key=lambda m: m[0])]
-            self.blocks.append((head, fusion, "mean", "mean", mean_log(members).astype(np.float32)))
+        self.keep_folds = keep_folds
+        self.blocks: list[tuple] = []           # kept fold blocks, then the means
+        self.n_fold_blocks = 0
+        self._means: dict[tuple[str, str], LogMean] = {}
+        self._last: dict[tuple[str, str], tuple] = {}
+        self._done = False
+        # The artifact the blocks were written to as they came (`collect_predictions`).
+        self.stored: ArtifactRef | None = None
         # One string array of the ids, shared by every block's frame; one set of categories.
         self.ids = pd.array(list(ids), dtype="str")
-        self.categories = {name: sorted({str(b[i]) for b in self.blocks})
-                           for i, name in enumerate(("head", "fusion", "seed", "fold"))}
+        self.categories = {"head": sorted(set(heads)), "fusion": sorted({str(m["fusion"]) for m in members}),
+                           "seed": sorted({str(m["seed"]) for m in members} | {"mean"}),
+                           "fold": sorted({str(m["fold"]) for m in members} | {"mean"})}
+
+    @classmethod
+    def of(cls, ids: list[str], parts: list[tuple[dict, dict[str, np.ndarray]]],
+           label_set: tuple[str, ...]) -> PoolPredictions:
+        """Every part at once (keys fusion, seed, fold; probabilities per head, rows in `ids`
+        order): their blocks in the parts' order, then the means."""
+        heads = {head for _, probs in parts for head in probs}
+        pool = cls(ids, label_set, [keys for keys, _ in parts], heads, keep_folds=False)
+        for keys, probs in sorted(parts, key=lambda part: member_order(part[0]["seed"], part[0]["fold"])):
+            pool.add(keys, probs)
+        pool.blocks = [(head, str(keys["fusion"]), str(keys["seed"]), str(keys["fold"]), p)
+                       for keys, probs in parts for head, p in probs.items()]
+        pool.n_fold_blocks, pool.keep_folds = len(pool.blocks), True
+        pool.finish()
+        return pool
+
+    def add(self, keys: dict, probs: dict[str, np.ndarray]) -> None:
+        """One fold model's probabilities per head (rows in `ids` order) into the means."""
+        if self._done:
+            raise ValueError("fold model added after the means were made")
+        unknown = sorted(set(probs) - set(self.categories["head"]))
+        if unknown:
+            raise ValueError(f"fold model {keys} has heads {unknown} beyond the announced "
+                             f"{self.categories['head']}")
+        fusion, seed, fold = str(keys["fusion"]), str(keys["seed"]), str(keys["fold"])
+        if any(v not in self.categories[k] for k, v in (("fusion", fusion), ("seed", seed), ("fold", fold))):
+            raise ValueError(f"fold model {keys} is not among the members announced")
+        for head, p in probs.items():
+            if len(p) != len(self.ids):
+                raise ValueError(f"fold model {keys}, head {head}: {len(p)} rows for {len(self.ids)} clips")
+            group, order = (fusion, head), member_order(seed, fold)
+            if group in self._last and order <= self._last[group]:
+                raise ValueError(f"fold model {keys} added after seed/fold {self._last[group]} "
+                                 "(members are added by seed, then fold)")
+            self._last[group] = order
+            self._means.setdefault(group, LogMean(np.float32)).add(p)
+            if self.keep_folds:
+                self.blocks.append((head, fusion, seed, fold, p))
+                self.n_fold_blocks += 1
+
+    def part_frames(self, keys: dict, probs: dict[str, np.ndarray]) -> Iterator[pd.DataFrame]:
+        """The frames of one fold model's blocks (one per head, in its heads' order)."""
+        for head, p in probs.items():
+            yield self._frame((head, str(keys["fusion"]), str(keys["seed"]), str(keys["fold"]), p))
+
+    def write(self, parts: Iterable[tuple[dict, dict[str, np.ndarray]]]) -> Iterator[pd.DataFrame]:
+        """Add each part as it comes and hand out its frames (for `ArtifactStore.save_frames`),
+        then the means' frames."""
+        for keys, probs in parts:
+            self.add(keys, probs)
+            yield from self.part_frames(keys, probs)
+        yield from self.frames(means_only=True)
+
+    def finish(self) -> None:
+        """Make the means, by (fusion, head)."""
+        if self._done:
+            return
+        self._done = True
+        for fusion, head in sorted(self._means):
+            self.blocks.append((head, fusion, "mean", "mean", self._means.pop((fusion, head)).result()
+                                .astype(np.float32, copy=False)))
 
     def _frame(self, block: tuple) -> pd.DataFrame:
         n = len(self.ids)
         data: dict = {"clip_id": self.ids}
         for i, name in enumerate(("head", "fusion", "seed", "fold")):
             # Categorical: a byte per row, not a string.
-            cats = self.categories[name]
+            cats = self.categories[name] or [""]
             code = cats.index(block[i])
             data[name] = pd.Categorical.from_codes(np.full(n, code, np.int8 if len(cats) < 127 else np.int32),
                                                    categories=cats)
@@ -312,8 +424,12 @@ class PoolPredictions:
         return pd.DataFrame(data, copy=False)
 
     def frames(self, means_only: bool = False) -> Iterator[pd.DataFrame]:
-        """A frame per block: the per-fold blocks in the parts' order, then the means by
-        (fusion, head); an empty frame when there is none."""
+        """A frame per block: the kept fold blocks in the order they were added, then the means
+        by (fusion, head); an empty frame when there is none."""
+        if not means_only and not self.keep_folds:
+            raise ValueError("the fold models' blocks were not kept (written as they came): "
+                             "only the means are here")
+        self.finish()
         blocks = self.blocks[self.n_fold_blocks:] if means_only else self.blocks
         if not blocks:
             yield self._frame(("", "", "", "", np.zeros((0, len(self.label_set)), np.float32))).iloc[:0]
@@ -334,7 +450,22 @@ def prediction_frame(ids: list[str], parts: list[tuple[dict, dict[str, np.ndarra
                      label_set: tuple[str, ...]) -> pd.DataFrame:
     """clip_id, head, fusion, seed, fold, p_<label>: the rows of every part, then per fusion and
     head a 'mean' row per clip (`PoolPredictions`, in one frame)."""
-    return PoolPredictions(ids, parts, label_set).frame()
+    return PoolPredictions.of(ids, parts, label_set).frame()
+
+
+def collect_predictions(pool: PoolPredictions, parts: Iterable[tuple[dict, dict[str, np.ndarray]]],
+                        store_predictions: Callable[[Iterator[pd.DataFrame]], ArtifactRef] | None = None
+                        ) -> ArtifactRef | None:
+    """Add every part (keys, probabilities per head) to `pool` as it comes. With
+    `store_predictions` (`ArtifactStore.save_frames` of this run's predictions), each part's
+    frames are written as it comes and only the running means are held; returns the stored
+    artifact's reference (also `pool.stored`)."""
+    if store_predictions is None:
+        for keys, probs in parts:
+            pool.add(keys, probs)
+        return None
+    pool.stored = store_predictions(pool.write(parts))
+    return pool.stored
 
 
 def cross_validate(
@@ -343,8 +474,14 @@ def cross_validate(
     label_set: tuple[str, ...],
     config: TrainConfig,
     predict_ids: list[str],
+    store_predictions: Callable[[Iterator[pd.DataFrame]], ArtifactRef] | None = None,
 ) -> TrainResult:
-    """k-fold CV per seed and fusion: out-of-fold probabilities, fold models, predictions."""
+    """k-fold CV per seed and fusion: out-of-fold probabilities, fold models, predictions.
+
+    `store_predictions`: stores the prediction frames as they come (every fold model's blocks
+    as its fit returns, then the means; `ArtifactStore.save_frames`) and returns the artifact's
+    reference; only the running means are held meanwhile. None: every block is kept in
+    `TrainResult.pool` (for `save_training` to store)."""
     index = {c: i for i, c in enumerate(bundle.clip_ids)}
     y = np.array([label_set.index(lab) for lab in labels_df["label"]])
     pseudo = labels_df["pseudo"].to_numpy(bool) if "pseudo" in labels_df else np.zeros(len(y), bool)
@@ -352,18 +489,25 @@ def cross_validate(
                     labels_df["weight"].to_numpy(np.float32) if "weight" in labels_df else None,
                     np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config, pseudo)
     jobs = fold_jobs(y, config, pseudo)
-    oof_parts, pred_parts, models = [], [], []
-    for job, fitted in zip(jobs, fit_folds(data, jobs, config.workers), strict=True):
-        va_ids = [bundle.clip_ids[i] for i in data.train_rows[job.va]]
-        oof_parts += _rows(va_ids, fitted["oof"], label_set, fusion=job.fusion, seed=job.seed, fold=job.fold)
-        keys = {"fusion": job.fusion, "seed": str(job.seed), "fold": str(job.fold)}
-        pred_parts.append((keys, fitted["pred"]))
-        models.append({"fusion": job.fusion, "seed": job.seed, "fold": job.fold, "bytes": fitted["bytes"],
-                       "val_f1": fitted["val_f1"], "best_epoch": fitted["best_epoch"]})
+    keys = [{"fusion": job.fusion, "seed": str(job.seed), "fold": str(job.fold)} for job in jobs]
+    heads = {h for fusion in config.fusions for h in FusionClassifier.output_heads(fusion, bundle.names)}
+    pool = PoolPredictions(list(predict_ids), label_set, keys, heads, keep_folds=store_predictions is None)
+    oof_parts: list[pd.DataFrame] = []
+    models: list[dict] = []
+
+    def fits() -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
+        for job, key, fitted in zip(jobs, keys, fit_folds(data, jobs, config.workers), strict=True):
+            va_ids = [bundle.clip_ids[i] for i in data.train_rows[job.va]]
+            oof_parts.extend(_rows(va_ids, fitted["oof"], label_set, fusion=job.fusion, seed=job.seed,
+                                   fold=job.fold))
+            models.append({"fusion": job.fusion, "seed": job.seed, "fold": job.fold, "bytes": fitted["bytes"],
+                           "val_f1": fitted["val_f1"], "best_epoch": fitted["best_epoch"]})
+            yield key, fitted.pop("pred")
+
+    ref = collect_predictions(pool, fits(), store_predictions)
     oof = pd.concat(oof_parts, ignore_index=True)
-    pool = PoolPredictions(list(predict_ids), pred_parts, label_set)
     metrics = oof_metrics(oof, labels_df[~pseudo], label_set)
-    return TrainResult(oof, pool.mean_frame(), models, metrics, pool)
+    return TrainResult(oof, pool.mean_frame(), models, metrics, pool if ref is None else None, ref)
 
 
 def oof_metrics(oof: pd.DataFrame, labels_df: pd.DataFrame, label_set: tuple[str, ...]) -> dict:
@@ -386,19 +530,18 @@ def oof_metrics(oof: pd.DataFrame, labels_df: pd.DataFrame, label_set: tuple[str
 
 def save_training(result: TrainResult, store: ArtifactStore, run_id: str, stage: str = "train"
                   ) -> dict[str, ArtifactRef | list]:
-    """Store fold models, out-of-fold and candidate predictions; return their references."""
+    """Store fold models, out-of-fold and candidate predictions (unless `cross_validate` stored
+    them as they came); return their references."""
     model_refs = []
     for m in result.models:
         name = f"model-{m['fusion']}-s{m['seed']}-f{m['fold']}"
         model_refs.append(store.save_bytes(m["bytes"], run_id, stage, name, suffix=".pt"))
-    refs = {
-        "models": model_refs,
-        "oof": store.save(result.oof, run_id, stage, "oof"),
-        "predictions": store.save_frames(result.pool.frames(), run_id, stage, "predictions"),
-    }
+    if result.predictions_ref is None:
+        result.predictions_ref = store.save_frames(result.pool.frames(), run_id, stage, "predictions")
     # Stored: the per-fold rows are read back from the artifact if ever needed, not held.
     result.pool = None
-    return refs
+    return {"models": model_refs, "oof": store.save(result.oof, run_id, stage, "oof"),
+            "predictions": result.predictions_ref}
 
 
 def training_labels(registry: pd.DataFrame, extra: pd.DataFrame | None = None,
@@ -476,10 +619,11 @@ def train(
     else:
         data = training_set(registry, features, config, set(labels_df["clip_id"]))
     specs, predict_ids = data.specs, data.predict_ids
-    result = cross_validate(data.bundle, labels_df, label_set, config, predict_ids)
+    # Each fold model's pool rows go to the predictions artifact as its fit returns.
+    result = cross_validate(data.bundle, labels_df, label_set, config, predict_ids,
+                            lambda frames: store.save_frames(frames, run_id, stage, "predictions"))
     refs = save_training(result, store, run_id, stage)
-    # The fold models' pool blocks are stored and let go: their heap (~100 MB at 100,000
-    # candidates, and the unpickled results') goes back before the caller votes on the pool.
+    # The unpickled fits' freed heap goes back before the caller votes on the pool.
     release_memory()
     return {
         "result": result,

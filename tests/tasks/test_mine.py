@@ -215,6 +215,10 @@ def test_vote_table_from_predictions_and_teacher_answers():
         vote_table(["a", "b", "a"], preds, None, ["moe/final"], labels)
     # No teacher: its votes are absent for every clip.
     assert vote_table(["a", "b"], preds, None, ["teacher"], labels)["teacher:label"].isna().all()
+    # Labels are codes, not a string per clip; a teacher's label outside the set still votes.
+    assert isinstance(table["moe/final:label"].dtype, pd.CategoricalDtype)
+    odd = teacher_votes(answers.assign(label=["bored", None]))
+    assert vote_table(["a", "b"], preds, odd, voters, labels)["teacher:label"].tolist()[0] == "bored"
     oof = pd.DataFrame(
         {
             "clip_id": ["a", "a", "b"],

@@ -14,20 +14,24 @@ import pandas as pd
 import psutil
 import pytest
 
+from models.baseline import FusionClassifier
 from storage.artifacts import ArtifactStore
 from storage.feature_cache import SCHEMA
 from tasks import train as train_module
-from tasks.predict import fold_of, load_models, majority_label, predict
+from tasks.predict import fold_of, load_models, majority_label, predict, save_predictions
 from tasks.train import (
     FoldJob,
+    LogMean,
     PoolPredictions,
     TrainConfig,
     build_bundle,
     choose_experts,
+    cross_validate,
     fit_folds,
     fold_jobs,
     mean_log,
     prediction_frame,
+    save_training,
     train,
     training_labels,
     training_set,
@@ -204,6 +208,85 @@ def test_mean_log_averages_in_log_space_and_ignores_nan():
     assert np.allclose(out[0], expected / expected.sum()) and np.allclose(out[1], [0.2, 0.8])
 
 
+def test_running_log_mean_is_nanmean_of_the_stacked_members_bit_for_bit():
+    rng = np.random.default_rng(3)
+    members = []
+    for _ in range(5):
+        p = rng.dirichlet(np.full(6, 0.3), size=2000).astype(np.float32)
+        p[rng.random(2000) < 0.2] = np.nan                   # clips the expert lacks
+        p[rng.random((2000, 6)) < 0.01] = 0.0                # clipped to 1e-8 before the log
+        members.append(p)
+    members[0][:50] = np.nan                                 # one member lacks these clips...
+    for m in members:
+        m[:10] = np.nan                                      # ...and every member these
+    logp = np.log(np.clip(np.stack(members), 1e-8, 1.0))
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        m = np.nanmean(logp, axis=0)
+    with np.errstate(all="ignore"):
+        expected = np.exp(m - np.nanmax(m, axis=1, keepdims=True))
+        expected /= expected.sum(axis=1, keepdims=True)
+    running = LogMean(np.float32)
+    for p in members:
+        running.add(p)
+    got = running.result()
+    assert got.dtype == np.float32 and np.array_equal(got, expected, equal_nan=True)
+    # NaN exactly where every member is: the first 10 clips among them.
+    assert np.isnan(got[:10]).all() and np.array_equal(np.isnan(got), np.isnan(np.stack(members)).all(axis=0))
+    assert np.array_equal(mean_log(members), expected, equal_nan=True)
+
+
+def test_pool_predictions_take_each_heads_members_by_seed_then_fold():
+    ids, labels = ["a", "b"], ("happy", "sad")
+    p = np.array([[0.6, 0.4], [0.3, 0.7]], np.float32)
+    members = [{"fusion": "moe", "seed": "0", "fold": str(f)} for f in range(3)]
+    pool = PoolPredictions(ids, labels, members, ["final"], keep_folds=False)
+    pool.add(members[1], {"final": p})
+    with pytest.raises(ValueError, match="added after seed/fold"):
+        pool.add(members[0], {"final": p})
+    with pytest.raises(ValueError, match=r"has heads \['fused'\] beyond"):
+        pool.add(members[2], {"final": p, "fused": p})
+    with pytest.raises(ValueError, match="2 rows for 3 clips"):
+        PoolPredictions(["a", "b", "c"], labels, members, ["final"]).add(members[0], {"final": p})
+    with pytest.raises(ValueError, match="not among the members"):
+        pool.add({"fusion": "attention", "seed": "0", "fold": "2"}, {"final": p})
+    # Not kept: only the means are handed out, and asking for every block is an error.
+    assert [len(f) for f in pool.frames(means_only=True)] == [2]
+    with pytest.raises(ValueError, match="not kept"):
+        next(pool.frames())
+    # Seeds and folds past 9 go by number, not as strings ("10" after "9").
+    many = [{"fusion": "moe", "seed": "0", "fold": str(f)} for f in (9, 10)]
+    ordered = PoolPredictions(ids, labels, many, ["final"])
+    for key in many:
+        ordered.add(key, {"final": p})
+    assert [f["fold"].iloc[0] for f in ordered.frames()] == ["9", "10", "mean"]
+
+
+def test_predictions_stored_as_the_fits_return_are_the_kept_blocks_bytes(corpus, tmp_path):
+    registry, features, _ = corpus
+    config = TrainConfig(folds=3, seeds=(1, 0), model={"epochs": 2, "hidden": 8})
+    built = training_set(registry, features, config)
+    labels = training_labels(registry)
+    store = ArtifactStore(tmp_path)
+    kept = cross_validate(built.bundle, labels, LABELS, config, built.predict_ids)
+    assert kept.pool is not None and kept.predictions_ref is None
+    whole = save_training(kept, store, "kept", "train")["predictions"]
+    streamed = cross_validate(built.bundle, labels, LABELS, config, built.predict_ids,
+                              lambda frames: store.save_frames(frames, "streamed", "train", "predictions"))
+    assert streamed.pool is None
+    assert streamed.predictions_ref.sha256 == whole.sha256
+    # Per seed and fold every head of both fusions (moe: 7, attention: 1), then their means.
+    heads = len(kept.predictions.groupby(["fusion", "head"], observed=True))
+    assert heads == 8
+    assert streamed.predictions_ref.n_rows == whole.n_rows == len(built.predict_ids) * (2 * 3 * heads + heads)
+    pd.testing.assert_frame_equal(streamed.predictions, kept.predictions)
+    # The fold models come by seed, then fold, whatever order the seeds were given in.
+    assert [(m["seed"], m["fold"]) for m in streamed.models][::2] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1),
+                                                                       (1, 2)]
+    stored = store.load(streamed.predictions_ref)
+    mean = stored[stored["seed"] == "mean"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mean, streamed.predictions, check_categorical=False)
+
+
 def test_train_then_predict_every_candidate(corpus, tmp_path):
     registry, features, y = corpus
     store = ArtifactStore(tmp_path)
@@ -230,6 +313,32 @@ def test_train_then_predict_every_candidate(corpus, tmp_path):
     assert set(p["fold"]) == {"0", "1", "2"} and set(p["seed"]) == {"0", "1"}
     assert len(frame) == 11 * (len(p.groupby(["fusion", "seed", "fold", "head"], observed=True))
                                + len(p.groupby(["fusion", "head"], observed=True)))
+
+
+def test_predict_stores_each_models_rows_as_it_goes(corpus, tmp_path):
+    registry, features, _ = corpus
+    store = ArtifactStore(tmp_path)
+    config = TrainConfig(folds=3, seeds=(0,), model={"epochs": 2, "hidden": 8})
+    out = train(registry, features, LABELS, config, store, "run-t")
+    # Given out of order: the means still take each head's models by seed, then fold.
+    models = load_models(store, [r.path for r in out["refs"]["models"]])[::-1]
+    kept, submission, _ = predict(registry, features, models, LABELS, majority_label(registry))
+    assert kept.stored is None
+    whole = save_predictions(kept, submission, store, "kept")[0]
+    streamed, submission2, _ = predict(
+        registry, features, models, LABELS, majority_label(registry),
+        store_predictions=lambda frames: store.save_frames(frames, "streamed", "predict", "predictions"))
+    assert streamed.stored.sha256 == whole.sha256
+    assert save_predictions(streamed, submission2, store, "streamed")[0] == streamed.stored
+    pd.testing.assert_frame_equal(streamed.mean_frame(), kept.mean_frame())
+    pd.testing.assert_frame_equal(submission2, submission)
+    # The heads announced up front are the heads the models give.
+    frame = kept.frame()
+    for _, model in models:
+        rows = frame[(frame["fusion"] == model.fusion) & (frame["seed"] == "mean")]
+        assert set(rows["head"]) == set(FusionClassifier.output_heads(model.fusion, model.expert_names_))
+    with pytest.raises(ValueError, match="unknown fusion"):
+        FusionClassifier.output_heads("concat", ["au"])
 
 
 def test_fold_models_fitted_by_two_processes_give_the_same_results(corpus, tmp_path):
@@ -264,7 +373,7 @@ def test_fit_folds_runs_jobs_in_forked_workers_and_keeps_job_order(monkeypatch):
     jobs = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(4)]
     monkeypatch.setattr(train_module, "fit_fold", lambda data, job: {"fold": job.fold, "pid": os.getpid()})
     monkeypatch.setattr(train_module, "_warm_torch", lambda data, job: None)
-    out = fit_folds(None, jobs, workers=2)
+    out = list(fit_folds(None, jobs, workers=2))
     assert [o["fold"] for o in out] == [0, 1, 2, 3]
     assert os.getpid() not in {o["pid"] for o in out}
     assert {o["pid"] for o in fit_folds(None, jobs, workers=1)} == {os.getpid()}
@@ -279,7 +388,7 @@ def slow(data, job):
     time.sleep(300)
 t.fit_fold = slow
 t._warm_torch = lambda data, job: None
-t.fit_folds(None, [t.FoldJob(0, i, "moe", np.arange(1), np.arange(1)) for i in range(2)], workers=2)
+list(t.fit_folds(None, [t.FoldJob(0, i, "moe", np.arange(1), np.arange(1)) for i in range(2)], workers=2))
 """
 
 
@@ -324,7 +433,7 @@ def test_prediction_frame_rows_then_log_space_means_per_fusion_and_head():
     np.testing.assert_allclose(mean[1], [0.2, 0.8], rtol=1e-6)        # NaN-aware: one fold knew b
     assert frame["p_happy"].dtype == np.float32
     # What the flows hold: the mean rows only, the same rows with the same categories.
-    pool = PoolPredictions(ids, parts, ("happy", "sad"))
+    pool = PoolPredictions.of(ids, parts, ("happy", "sad"))
     means = frame[frame["seed"] == "mean"].reset_index(drop=True)
     pd.testing.assert_frame_equal(pool.mean_frame(), means)
     assert [len(f) for f in pool.frames()] == [2] * 5
