@@ -38,7 +38,8 @@ def sha256_json(value: Any) -> str:
     return sha256_text(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str))
 
 
-@dataclass(frozen=True)
+# Slots (no __dict__ per object): a 100,000-clip pool holds a Clip and an Answer per clip.
+@dataclass(frozen=True, slots=True)
 class Clip:
     """What a teacher may see of one clip (a row of the catalog's `clips`)."""
 
@@ -57,7 +58,7 @@ class Clip:
         return sha256_json([self.video_sha256, self.audio_sha256, self.text or ""])
 
 
-@dataclass
+@dataclass(slots=True)
 class Answer:
     """One teacher answer for one clip and question (a `teacher_answers` row, minus the key)."""
 

@@ -63,39 +63,54 @@ def batch_line(row: dict, labels: tuple[str, ...]) -> Answer:
     return answer
 
 
-def read_answers(path: str | Path,
-                 labels: tuple[str, ...]) -> tuple[dict[str, Answer | TeacherError], set[str]]:
-    """Answers by clip name (or id) and the models named in the file; bad lines raise ValueError."""
-    answers: dict[str, Answer | TeacherError] = {}
+def _line(row: dict, path: str | Path, number: int) -> tuple[str, str]:
+    """(key, model) of one parsed line; ValueError for a line of neither format."""
+    if "key" in row and ("response" in row or "error" in row):
+        return str(row["key"]), (row.get("response") or {}).get("modelVersion") or "gemini-batch"
+    if "name" in row or "clip_id" in row:
+        return str(row.get("name") or row.get("clip_id")), str(row.get("model") or "replay")
+    raise ValueError(f"{path}:{number}: neither our answer format (name, label, scores) "
+                     "nor a batch job's output (key, response)")
+
+
+def _answer(row: dict, labels: tuple[str, ...]) -> Answer:
+    """The answer of one parsed line (a batch job's error raises TeacherError)."""
+    if "key" in row and ("response" in row or "error" in row):
+        return batch_line(row, labels)
+    return own_line(row, labels)
+
+
+def index_answers(path: str | Path) -> tuple[dict[str, tuple[int, int, int]], set[str]]:
+    """Where each clip's line is (by clip name or id: byte offset, length, line number) and the
+    models named in the file; bad lines raise ValueError. A later line for the same clip wins."""
+    where: dict[str, tuple[int, int, int]] = {}
     models: set[str] = set()
-    with open(path, encoding="utf-8") as f:
+    offset = 0
+    with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
+            start, offset = offset, offset + len(line)
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not UTF-8 ({exc.reason})") from None
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-            if "key" in row and ("response" in row or "error" in row):
-                key = str(row["key"])
-                version = (row.get("response") or {}).get("modelVersion")
-                models.add(version or "gemini-batch")
-                try:
-                    answers[key] = batch_line(row, labels)
-                except TeacherError as exc:
-                    answers[key] = exc
-            elif "name" in row or "clip_id" in row:
-                key = str(row.get("name") or row.get("clip_id"))
-                models.add(str(row.get("model") or "replay"))
-                answers[key] = own_line(row, labels)
-            else:
-                raise ValueError(f"{path}:{number}: neither our answer format (name, label, scores) "
-                                 "nor a batch job's output (key, response)")
-    return answers, models
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: not a JSON object")
+            key, model = _line(row, path, number)
+            models.add(model)
+            where[key] = (start, len(line), number)
+    return where, models
 
 
 class ReplayTeacher(Teacher):
-    """Answers from a JSONL file. `model`: the model name to record (default: the file's)."""
+    """Answers from a JSONL file. `model`: the model name to record (default: the file's).
+
+    `fit` checks every line and keeps only where each clip's line is; `ask` reads and parses
+    that line (a 100,000-line file's parsed answers held ~85 MB for the whole run, most of
+    them served from the cache and never asked for)."""
 
     kind = "replay"
 
@@ -111,16 +126,27 @@ class ReplayTeacher(Teacher):
         if not path.is_file():
             raise ValueError(f"answers file {path} does not exist")
         self.labels_ = tuple(labels)
-        self.answers_, models = read_answers(path, self.labels_)
-        self.model_ = self.model or (models.pop() if len(models) == 1 else "replay")
         self.prompt_sha256_ = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.lines_, models = index_answers(path)
+        self.model_ = self.model or (models.pop() if len(models) == 1 else "replay")
         self.params_sha256_ = sha256_json({"labels": self.labels_})
         return self
 
     def ask(self, clip: Clip, question: str = "label") -> Answer:
-        found = self.answers_.get(clip.name, self.answers_.get(clip.clip_id))
+        key = clip.name if clip.name in self.lines_ else clip.clip_id
+        found = self.lines_.get(key)
         if found is None:
             raise TeacherError(f"no answer for {clip.name} in {Path(self.path).name}", False)
-        if isinstance(found, TeacherError):
-            raise found
-        return Answer(**found.as_dict())          # a copy: the runner sets latency on it
+        start, length, number = found
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            line = f.read(length)
+        try:
+            row = json.loads(line)
+            same = _line(row, self.path, number)[0] == key
+        except ValueError:
+            same = False
+        if not same:
+            raise TeacherError(f"{self.path}:{number} is no longer the line read for {key}: the "
+                               "answers file changed during the run", False)
+        return _answer(row, self.labels_)

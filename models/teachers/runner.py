@@ -25,7 +25,7 @@ log = logging.getLogger("mersemi.teacher")
 IN_FLIGHT_PER_WORKER = 4              # requests submitted ahead per worker thread
 
 
-@dataclass
+@dataclass(slots=True)
 class Asked:
     """The outcome for one clip: its key, its answer (None when not asked), where it came from."""
 

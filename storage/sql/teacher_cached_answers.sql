@@ -1,5 +1,9 @@
 -- Answers already paid for by one kind of teacher: the cache. Failed requests are not in it.
-SELECT cache_key, status, label, scores, reasoning, modality_shares, raw_text, tokens_in, tokens_out,
+-- The raw text only for enrichment, whose answer it is: a label answer's raw text is recorded
+-- once and never read back from the cache (at 100,000 cached answers: ~40 MB less, measured
+-- with bench/stage_trace.py on the scale bench's teacher stage).
+SELECT cache_key, status, label, scores, reasoning, modality_shares,
+       CASE WHEN question = 'enrich' THEN raw_text END AS raw_text, tokens_in, tokens_out,
        latency_s, cost_usd, error
 FROM teacher_answers
 WHERE teacher = $teacher

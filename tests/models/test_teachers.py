@@ -135,6 +135,32 @@ def test_replay_refuses_unknown_lines(tmp_path):
         ReplayTeacher(path).fit(LABELS)
 
 
+def test_replay_reads_a_line_only_when_asked_and_notices_a_changed_file(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [
+        {"name": "s1", "model": "m", "label": "sad", "scores": {"sad": 0.9}},
+        {"name": "s2", "model": "m", "label": "happy", "scores": {"happy": 0.8}},
+        {"name": "s1", "model": "m", "label": "angry", "scores": {"angry": 0.7}},   # a later line wins
+    ])
+    t = ReplayTeacher(path).fit(LABELS)
+    assert set(t.lines_) == {"s1", "s2"} and t.lines_["s1"][2] == 3      # where, not the answers
+    assert t.ask(clip("s1")).label == "angry" and t.ask(clip("s2")).label == "happy"
+    # The file rewritten after fit: the line read for s2 is no longer there.
+    write_jsonl(path, [{"name": "s2", "model": "m", "label": "sad", "scores": {}}] * 3)
+    with pytest.raises(TeacherError, match="changed during the run") as err:
+        t.ask(clip("s1"))
+    assert not err.value.retryable
+
+
+def test_replay_names_the_line_that_is_not_utf8_or_not_an_object(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"name": "s1", "label": "sad", "scores": {}}\n{"name": "s2\xff"}\n')
+    with pytest.raises(ValueError, match=r"a.jsonl:2: not UTF-8"):
+        ReplayTeacher(path).fit(LABELS)
+    path.write_text('{"name": "s1", "label": "sad", "scores": {}}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"a.jsonl:2: not a JSON object"):
+        ReplayTeacher(path).fit(LABELS)
+
+
 # --- local --------------------------------------------------------------------------------
 
 def predictions(rows: dict[str, dict[str, float]], model: str | None = None) -> pd.DataFrame:

@@ -57,6 +57,10 @@ def test_replay_answers_are_recorded_then_served_from_the_cache(tmp_path):
     assert sum(recorded) == 6
     cached = cached_answers(catalog, "replay")
     assert len(cached) == 5                                 # failed rows are not cache entries
+    # A label answer's raw text is recorded, and not read back into the cache.
+    with catalog.reader() as s:
+        assert s.con.execute("SELECT count(raw_text) FROM teacher_answers").fetchone()[0] == 5
+    assert cached["raw_text"].isna().all()
     second = query_teacher(teacher, pool(6), cached, store, "run-2", Budget(), record=record)
     assert second.summary["requests"] == 1 and second.summary["cache_hits"] == 5
     row = store.load(second.ref).set_index("clip_id").loc["ds/s1"]
@@ -93,12 +97,19 @@ def test_enrichment_saves_the_rewritten_text(tmp_path, monkeypatch):
         fake.default = ok("(smiling) text")
         teacher = make_teacher("gemini", LABELS, gemini={"base_url": fake.base_url, "timeout_s": 5})
         store = ArtifactStore(tmp_path / "a")
+        catalog = Catalog(tmp_path / "catalog.duckdb")
         result = query_teacher(teacher, pool(2, tmp_path), None, store, "run-1", Budget(),
-                               question="enrich", retry=FAST)
+                               question="enrich", retry=FAST,
+                               record=lambda rows: record_answers(catalog, rows))
+        # Served from the cache the next time: the rewritten text is the cached answer's raw text.
+        again = query_teacher(teacher, pool(2, tmp_path), cached_answers(catalog, "gemini", "enrich"), store,
+                              "run-2", Budget(), question="enrich", retry=FAST)
     assert result.ref.artifact_id == "run-1/teacher/enriched_text"
     texts = store.load(result.ref)
     assert list(texts.columns) == ["clip_id", "text"] and set(texts["text"]) == {"(smiling) text"}
     assert KEY.encode() not in store.path(result.ref).read_bytes()
+    assert again.summary["cache_hits"] == 2 and again.summary["requests"] == 0
+    pd.testing.assert_frame_equal(store.load(again.ref), texts)
 
 
 def test_api_key_comes_from_the_environment_in_order(monkeypatch):
