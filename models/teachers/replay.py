@@ -80,17 +80,19 @@ def _answer(row: dict, labels: tuple[str, ...]) -> Answer:
     return own_line(row, labels)
 
 
-def index_answers(path: str | Path) -> tuple[dict[str, tuple[int, int, int]], set[str]]:
-    """Where each clip's line is (by clip name or id: byte offset, length, line number) and the
-    models named in the file; bad lines raise ValueError. A later line for the same clip wins."""
-    where: dict[str, tuple[int, int, int]] = {}
+def index_answers(data: bytes, path: str | Path) -> tuple[dict[str, tuple[int, int]], set[str]]:
+    """Where each clip's line is in the file's bytes `data` (by clip name or id: start, end)
+    and the models named in it; a bad line raises ValueError naming it (`path`:line). A later
+    line for the same clip wins."""
+    where: dict[str, tuple[int, int]] = {}
     models: set[str] = set()
-    offset = 0
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            start, offset = offset, offset + len(line)
-            if not line.strip():
-                continue
+    start, number = 0, 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end + 1
+        number += 1
+        line = data[start:end]
+        if line.strip():
             try:
                 row = json.loads(line.decode("utf-8"))
             except UnicodeDecodeError as exc:
@@ -101,16 +103,18 @@ def index_answers(path: str | Path) -> tuple[dict[str, tuple[int, int, int]], se
                 raise ValueError(f"{path}:{number}: not a JSON object")
             key, model = _line(row, path, number)
             models.add(model)
-            where[key] = (start, len(line), number)
+            where[key] = (start, end)
+        start = end
     return where, models
 
 
 class ReplayTeacher(Teacher):
     """Answers from a JSONL file. `model`: the model name to record (default: the file's).
 
-    `fit` checks every line and keeps only where each clip's line is; `ask` reads and parses
-    that line (a 100,000-line file's parsed answers held ~85 MB for the whole run, most of
-    them served from the cache and never asked for)."""
+    `fit` reads the file once, checks every line and keeps its bytes and where each clip's
+    line is; `ask` parses that line (a 100,000-line file's parsed answers held ~85 MB for the
+    whole run, most of them served from the cache and never asked for). The answers are those
+    of the bytes whose hash is in the cache key, whatever happens to the file meanwhile."""
 
     kind = "replay"
 
@@ -126,27 +130,16 @@ class ReplayTeacher(Teacher):
         if not path.is_file():
             raise ValueError(f"answers file {path} does not exist")
         self.labels_ = tuple(labels)
-        self.prompt_sha256_ = hashlib.sha256(path.read_bytes()).hexdigest()
-        self.lines_, models = index_answers(path)
+        self.data_ = path.read_bytes()
+        self.prompt_sha256_ = hashlib.sha256(self.data_).hexdigest()
+        self.lines_, models = index_answers(self.data_, path)
         self.model_ = self.model or (models.pop() if len(models) == 1 else "replay")
         self.params_sha256_ = sha256_json({"labels": self.labels_})
         return self
 
     def ask(self, clip: Clip, question: str = "label") -> Answer:
-        key = clip.name if clip.name in self.lines_ else clip.clip_id
-        found = self.lines_.get(key)
+        found = self.lines_.get(clip.name, self.lines_.get(clip.clip_id))
         if found is None:
             raise TeacherError(f"no answer for {clip.name} in {Path(self.path).name}", False)
-        start, length, number = found
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            line = f.read(length)
-        try:
-            row = json.loads(line)
-            same = _line(row, self.path, number)[0] == key
-        except ValueError:
-            same = False
-        if not same:
-            raise TeacherError(f"{self.path}:{number} is no longer the line read for {key}: the "
-                               "answers file changed during the run", False)
-        return _answer(row, self.labels_)
+        start, end = found
+        return _answer(json.loads(self.data_[start:end]), self.labels_)
