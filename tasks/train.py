@@ -299,9 +299,18 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
     try:
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"),
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            yield from pool.map(_fit_shared, range(len(jobs)))
+            fits = pool.map(_fit_shared, range(len(jobs)))
+            # Each fit is handed on while the workers go on with the next; the last one after
+            # they have ended, so that their memory is not held while the caller stores it.
+            try:
+                for _ in range(len(jobs) - 1):
+                    yield next(fits)
+                last = next(fits)
+            finally:
+                fits.close()        # the caller stopped early: the fits not begun are cancelled
     finally:
         _SHARED = None
+    yield last
 
 
 def release_memory() -> None:

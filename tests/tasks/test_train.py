@@ -379,6 +379,32 @@ def test_fit_folds_runs_jobs_in_forked_workers_and_keeps_job_order(monkeypatch):
     assert {o["pid"] for o in fit_folds(None, jobs, workers=1)} == {os.getpid()}
 
 
+def test_fit_folds_hands_the_last_fit_on_after_the_workers_end_and_cancels_on_an_early_stop(
+        monkeypatch, tmp_path):
+    def fit(data, job):
+        (tmp_path / f"fit-{job.fold}").touch()
+        time.sleep(0.5)
+        return {"fold": job.fold}
+
+    monkeypatch.setattr(train_module, "fit_fold", fit)
+    monkeypatch.setattr(train_module, "_warm_torch", lambda data, job: None)
+    jobs = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(3)]
+    me = psutil.Process()
+    seen = [(out["fold"], len(me.children())) for out in fit_folds(None, jobs, workers=2)]
+    assert [fold for fold, _ in seen] == [0, 1, 2]
+    assert seen[0][1] == 2 and seen[-1][1] == 0        # the workers were gone before the last
+    # A caller that stops after the first fit: the fits not begun are not run.
+    for f in tmp_path.iterdir():
+        f.unlink()
+    many = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(12)]
+    fits = fit_folds(None, many, workers=2)
+    started = time.monotonic()
+    assert next(fits)["fold"] == 0
+    fits.close()
+    # (Run to the end, the 12 fits would take 3 s on two workers.)
+    assert time.monotonic() - started < 2.0 and len(list(tmp_path.iterdir())) < 12
+
+
 SLOW_FITS = """
 import os, sys, time
 import numpy as np
