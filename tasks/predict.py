@@ -120,9 +120,8 @@ def save_predictions(
 ) -> list:
     """Store the probabilities (Parquet, a block of rows at a time; unless `predict` stored them
     as it went) and the MER2025 submission file (name,discrete CSV)."""
-    stored = predictions.stored or store.save_frames(predictions.frames(), run_id, "predict", "predictions")
     return [
-        stored,
+        predictions.save(store, run_id, "predict"),
         store.save_bytes(
             submission.to_csv(index=False).encode(), run_id, "predict", "submission", suffix=".csv"
         ),

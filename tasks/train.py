@@ -119,10 +119,9 @@ class TrainResult:
     predictions: pd.DataFrame
     models: list[dict] = field(default_factory=list)  # fusion, seed, fold, bytes, val_f1, best_epoch
     metrics: dict = field(default_factory=dict)  # fusion -> head -> evaluate(...)
-    # Every fold model's rows too, until they are stored (`save_training`; then None).
+    # Every fold model's rows too (or, stored as the fits returned, `pool.stored`), until
+    # `save_training` stores them; then None.
     pool: PoolPredictions | None = None
-    # The predictions artifact, where `cross_validate` stored the rows as the fits returned.
-    predictions_ref: ArtifactRef | None = None
 
 
 def _rows(ids, probs: dict[str, np.ndarray], labels, **keys) -> list[pd.DataFrame]:
@@ -410,6 +409,11 @@ class PoolPredictions:
             yield from self.part_frames(keys, probs)
         yield from self.frames(means_only=True)
 
+    def save(self, store: ArtifactStore, run_id: str, stage: str) -> ArtifactRef:
+        """The predictions artifact: the one written as the parts came (`stored`), or every
+        kept block written now."""
+        return self.stored or store.save_frames(self.frames(), run_id, stage, "predictions")
+
     def finish(self) -> None:
         """Make the means, by (fusion, head)."""
         if self._done:
@@ -464,17 +468,16 @@ def prediction_frame(ids: list[str], parts: list[tuple[dict, dict[str, np.ndarra
 
 def collect_predictions(pool: PoolPredictions, parts: Iterable[tuple[dict, dict[str, np.ndarray]]],
                         store_predictions: Callable[[Iterator[pd.DataFrame]], ArtifactRef] | None = None
-                        ) -> ArtifactRef | None:
+                        ) -> None:
     """Add every part (keys, probabilities per head) to `pool` as it comes. With
     `store_predictions` (`ArtifactStore.save_frames` of this run's predictions), each part's
-    frames are written as it comes and only the running means are held; returns the stored
-    artifact's reference (also `pool.stored`)."""
+    frames are written as it comes and only the running means are held; the artifact's
+    reference is then `pool.stored`."""
     if store_predictions is None:
         for keys, probs in parts:
             pool.add(keys, probs)
-        return None
+        return
     pool.stored = store_predictions(pool.write(parts))
-    return pool.stored
 
 
 def cross_validate(
@@ -489,8 +492,8 @@ def cross_validate(
 
     `store_predictions`: stores the prediction frames as they come (every fold model's blocks
     as its fit returns, then the means; `ArtifactStore.save_frames`) and returns the artifact's
-    reference; only the running means are held meanwhile. None: every block is kept in
-    `TrainResult.pool` (for `save_training` to store)."""
+    reference (`TrainResult.pool.stored`); only the running means are held meanwhile. None:
+    every block is kept in `TrainResult.pool` (for `save_training` to store)."""
     index = {c: i for i, c in enumerate(bundle.clip_ids)}
     y = np.array([label_set.index(lab) for lab in labels_df["label"]])
     pseudo = labels_df["pseudo"].to_numpy(bool) if "pseudo" in labels_df else np.zeros(len(y), bool)
@@ -513,10 +516,10 @@ def cross_validate(
                            "val_f1": fitted["val_f1"], "best_epoch": fitted["best_epoch"]})
             yield key, fitted.pop("pred")
 
-    ref = collect_predictions(pool, fits(), store_predictions)
+    collect_predictions(pool, fits(), store_predictions)
     oof = pd.concat(oof_parts, ignore_index=True)
     metrics = oof_metrics(oof, labels_df[~pseudo], label_set)
-    return TrainResult(oof, pool.mean_frame(), models, metrics, pool if ref is None else None, ref)
+    return TrainResult(oof, pool.mean_frame(), models, metrics, pool)
 
 
 def oof_metrics(oof: pd.DataFrame, labels_df: pd.DataFrame, label_set: tuple[str, ...]) -> dict:
@@ -545,12 +548,11 @@ def save_training(result: TrainResult, store: ArtifactStore, run_id: str, stage:
     for m in result.models:
         name = f"model-{m['fusion']}-s{m['seed']}-f{m['fold']}"
         model_refs.append(store.save_bytes(m["bytes"], run_id, stage, name, suffix=".pt"))
-    if result.predictions_ref is None:
-        result.predictions_ref = store.save_frames(result.pool.frames(), run_id, stage, "predictions")
+    predictions = result.pool.save(store, run_id, stage)
     # Stored: the per-fold rows are read back from the artifact if ever needed, not held.
     result.pool = None
     return {"models": model_refs, "oof": store.save(result.oof, run_id, stage, "oof"),
-            "predictions": result.predictions_ref}
+            "predictions": predictions}
 
 
 def training_labels(registry: pd.DataFrame, extra: pd.DataFrame | None = None,

@@ -63,9 +63,14 @@ def batch_line(row: dict, labels: tuple[str, ...]) -> Answer:
     return answer
 
 
+def _is_batch(row: dict) -> bool:
+    """A Gemini batch job's output line (else ours)."""
+    return "key" in row and ("response" in row or "error" in row)
+
+
 def _line(row: dict, path: str | Path, number: int) -> tuple[str, str]:
     """(key, model) of one parsed line; ValueError for a line of neither format."""
-    if "key" in row and ("response" in row or "error" in row):
+    if _is_batch(row):
         return str(row["key"]), (row.get("response") or {}).get("modelVersion") or "gemini-batch"
     if "name" in row or "clip_id" in row:
         return str(row.get("name") or row.get("clip_id")), str(row.get("model") or "replay")
@@ -75,7 +80,7 @@ def _line(row: dict, path: str | Path, number: int) -> tuple[str, str]:
 
 def _answer(row: dict, labels: tuple[str, ...]) -> Answer:
     """The answer of one parsed line (a batch job's error raises TeacherError)."""
-    if "key" in row and ("response" in row or "error" in row):
+    if _is_batch(row):
         return batch_line(row, labels)
     return own_line(row, labels)
 

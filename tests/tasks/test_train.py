@@ -268,21 +268,23 @@ def test_predictions_stored_as_the_fits_return_are_the_kept_blocks_bytes(corpus,
     labels = training_labels(registry)
     store = ArtifactStore(tmp_path)
     kept = cross_validate(built.bundle, labels, LABELS, config, built.predict_ids)
-    assert kept.pool is not None and kept.predictions_ref is None
+    assert kept.pool.n_fold_blocks == 2 * 3 * 8 and kept.pool.stored is None
     whole = save_training(kept, store, "kept", "train")["predictions"]
     streamed = cross_validate(built.bundle, labels, LABELS, config, built.predict_ids,
                               lambda frames: store.save_frames(frames, "streamed", "train", "predictions"))
-    assert streamed.pool is None
-    assert streamed.predictions_ref.sha256 == whole.sha256
+    stored_ref = streamed.pool.stored
+    assert streamed.pool.n_fold_blocks == 0                       # only the means are held
+    assert stored_ref.sha256 == whole.sha256
     # Per seed and fold every head of both fusions (moe: 7, attention: 1), then their means.
     heads = len(kept.predictions.groupby(["fusion", "head"], observed=True))
     assert heads == 8
-    assert streamed.predictions_ref.n_rows == whole.n_rows == len(built.predict_ids) * (2 * 3 * heads + heads)
+    assert stored_ref.n_rows == whole.n_rows == len(built.predict_ids) * (2 * 3 * heads + heads)
     pd.testing.assert_frame_equal(streamed.predictions, kept.predictions)
     # The fold models come by seed, then fold, whatever order the seeds were given in.
     assert [(m["seed"], m["fold"]) for m in streamed.models][::2] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1),
                                                                        (1, 2)]
-    stored = store.load(streamed.predictions_ref)
+    assert save_training(streamed, store, "streamed", "train")["predictions"] == stored_ref
+    stored = store.load(stored_ref)
     mean = stored[stored["seed"] == "mean"].reset_index(drop=True)
     pd.testing.assert_frame_equal(mean, streamed.predictions, check_categorical=False)
 
