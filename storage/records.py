@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.catalog import Catalog, Session, now
+from storage.catalog import Catalog, CatalogError, Session, now
 from storage.feature_cache import ParquetBatches
 from storage.ingest import LEARNING_COLUMNS
 
@@ -311,9 +311,16 @@ def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetim
                  inputs: Sequence[str] = ()) -> None:
     """One mining round: its artifacts, every pool clip's decision, metrics and summary.
     `decisions` may carry `new_clip` (tasks.mine.mark_new); without it, it is recorded unknown."""
+    twice = decisions["clip_id"][decisions["clip_id"].duplicated()]
+    if len(twice):
+        raise ValueError(f"round {round_} of run {run_id} decides {twice.nunique()} clip(s) more than "
+                         f"once, e.g. {twice.iloc[0]!r}: a clip is decided once per round")
     if "new_clip" not in decisions:
         decisions = decisions.assign(new_clip=pd.Series([None] * len(decisions), dtype="boolean"))
     with catalog.writer() as s:
+        if s.run("round_decisions_count", run_id=run_id, round=round_).fetchall()[0][0]:
+            raise CatalogError(f"round {round_} of run {run_id} is already recorded: its decisions "
+                               "are not recorded twice")
         for ref in refs:
             record_artifact(s, ref, inputs=inputs)
         s.register("decisions", decisions)

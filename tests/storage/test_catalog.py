@@ -6,9 +6,18 @@ import multiprocessing as mp
 import time
 
 import duckdb
+import pandas as pd
 import pytest
 
-from storage.catalog import SCHEMA_VERSION, Catalog, CatalogError, check_names, migrations, now
+from storage.catalog import (
+    ROW_GROUP_SIZE,
+    SCHEMA_VERSION,
+    Catalog,
+    CatalogError,
+    check_names,
+    migrations,
+    now,
+)
 
 TABLES = {"runs", "stages", "artifacts", "artifact_inputs", "datasets", "clips", "media_files",
           "clip_decisions", "teacher_answers", "metrics", "schema_migrations"}
@@ -106,13 +115,62 @@ def test_checks_pass_on_a_sound_catalog_and_catch_violations(tmp_path):
         # A decision written by hand: no reason, and not counted in round_counts.
         s.query("INSERT INTO clip_decisions VALUES ('r', 1, 'c1', 'accepted', 'happy', 0.9, "
                 "'  ', NULL, 'vote', now(), NULL)")
+        # The same clip decided twice in the round: no key refuses it (schema v9), the check finds it.
+        s.query("INSERT INTO clip_decisions VALUES ('r', 1, 'c1', 'rejected', 'sad', 0.2, "
+                "'vote: tie', NULL, 'vote', now(), NULL)")
         s.query("INSERT INTO clips (clip_id, dataset, name, split, has_video, has_audio, "
                 "has_text, status, reason, first_seen_run, last_changed_run) VALUES "
                 "('c2', 'ghost', 'x', 'train', true, true, true, 'error', NULL, 'r', 'r')")
     failed = cat.failed_checks()
     assert set(failed) == {"no_accepted_clip_without_reason", "no_bad_clip_without_reason",
-                           "clips_belong_to_a_dataset", "round_counts_match_decisions"}
+                           "clips_belong_to_a_dataset", "round_counts_match_decisions",
+                           "one_decision_per_clip_per_round"}
     assert failed["no_accepted_clip_without_reason"]["clip_id"].tolist() == ["c1"]
+    assert failed["one_decision_per_clip_per_round"][["clip_id", "n"]].values.tolist() == [["c1", 2]]
+
+
+def test_writer_writes_row_groups_of_row_group_size(tmp_path):
+    """A write transaction's rows go to the file a row group of ROW_GROUP_SIZE at a time, not in
+    DuckDB's default 122,880 (which held a round's decisions in memory until the commit)."""
+    cat = Catalog(tmp_path / "c.duckdb")
+    n = 3 * ROW_GROUP_SIZE
+    with cat.writer() as s:
+        s.query("INSERT INTO round_counts SELECT 'r', 1, 'happy', 'accepted', 'accepted', i "
+                "FROM range(?) t(i)", [n])
+    with cat.reader() as s:
+        groups = s.query("SELECT count(DISTINCT row_group_id) AS n FROM pragma_storage_info('round_counts')")
+        rows = s.query("SELECT count(*) AS n, sum(n) AS total FROM round_counts")
+    assert groups["n"][0] == 3
+    assert rows["n"][0] == n and rows["total"][0] == n * (n - 1) // 2
+
+
+def _constraints(s, table: str) -> set[str]:
+    return set(s.query("SELECT constraint_type FROM duckdb_constraints() WHERE table_name = ?",
+                       [table])["constraint_type"])
+
+
+def test_v9_keeps_every_decision_and_drops_only_the_primary_key(tmp_path, monkeypatch):
+    cat = Catalog(tmp_path / "c.duckdb")
+    every = migrations()
+    monkeypatch.setattr("storage.catalog.migrations", lambda: every[:8])
+    with cat.writer() as s:
+        s.query("INSERT INTO clip_decisions SELECT 'mine-' || (i % 2), 1 + i // 1000, 'c' || i, "
+                "'accepted', 'happy', i / 3000, 'consensus', '{\"teacher\": {\"label\": \"happy\"}}', "
+                "'consensus-v2', TIMESTAMP '2026-12-01', i % 3 = 0 FROM range(3000) t(i)")
+        assert "PRIMARY KEY" in _constraints(s, "clip_decisions")
+        before = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
+    monkeypatch.setattr("storage.catalog.migrations", lambda: every)
+    with cat.writer():
+        pass
+    with cat.reader() as s:
+        after = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
+        assert "PRIMARY KEY" not in _constraints(s, "clip_decisions")
+        assert _constraints(s, "clip_decisions") == {"NOT NULL"}
+        indexes = s.query("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'clip_decisions'")
+        version = cat.version(s.con)
+    assert version == SCHEMA_VERSION
+    assert indexes["index_name"].tolist() == ["clip_decisions_clip_id"]
+    pd.testing.assert_frame_equal(after, before)
 
 
 def test_parameters_are_bound_not_pasted(tmp_path):
