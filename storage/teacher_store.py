@@ -15,7 +15,7 @@ from datetime import datetime
 import pandas as pd
 
 from storage.artifacts import ArtifactRef
-from storage.catalog import Catalog, now
+from storage.catalog import Catalog, CatalogError, now
 from storage.records import record_artifact, record_stage
 
 ANSWER_COLUMNS = ["cache_key", "clip_id", "teacher", "model", "question", "media_sha256",
@@ -62,7 +62,16 @@ def record_teacher_run(catalog: Catalog, run_id: str, started_at: datetime,
     """The end of a teacher run: artifacts (with the registry they came from), per-clip outcomes
     of every question, stage and run status, in one transaction."""
     outcomes = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame()
+    if len(outcomes):
+        twice = outcomes[outcomes.duplicated(["clip_id", "question"])]
+        if len(twice):
+            raise ValueError(f"teacher run {run_id} has {len(twice)} outcome(s) more than once for a "
+                             f"clip and question, e.g. {twice['clip_id'].iloc[0]!r} "
+                             f"({twice['question'].iloc[0]})")
     with catalog.writer() as s:
+        if s.run("teacher_run_outcomes_count", run_id=run_id).fetchall()[0][0]:
+            raise CatalogError(f"teacher run {run_id}'s outcomes are already recorded: they are not "
+                               "recorded twice")
         for ref in refs:
             record_artifact(s, ref, inputs)
         if len(outcomes):

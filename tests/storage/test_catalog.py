@@ -118,15 +118,18 @@ def test_checks_pass_on_a_sound_catalog_and_catch_violations(tmp_path):
         # The same clip decided twice in the round: no key refuses it (schema v9), the check finds it.
         s.query("INSERT INTO clip_decisions VALUES ('r', 1, 'c1', 'rejected', 'sad', 0.2, "
                 "'vote: tie', NULL, 'vote', now(), NULL)")
+        s.query("INSERT INTO teacher_outcomes VALUES ('t', 'c1', 'label', 'replay', 'k', 'answered', "
+                "false, 1), ('t', 'c1', 'label', 'replay', 'k', 'failed', false, 3)")
         s.query("INSERT INTO clips (clip_id, dataset, name, split, has_video, has_audio, "
                 "has_text, status, reason, first_seen_run, last_changed_run) VALUES "
                 "('c2', 'ghost', 'x', 'train', true, true, true, 'error', NULL, 'r', 'r')")
     failed = cat.failed_checks()
     assert set(failed) == {"no_accepted_clip_without_reason", "no_bad_clip_without_reason",
                            "clips_belong_to_a_dataset", "round_counts_match_decisions",
-                           "one_decision_per_clip_per_round"}
+                           "one_decision_per_clip_per_round", "one_outcome_per_clip_per_question"}
     assert failed["no_accepted_clip_without_reason"]["clip_id"].tolist() == ["c1"]
     assert failed["one_decision_per_clip_per_round"][["clip_id", "n"]].values.tolist() == [["c1", 2]]
+    assert failed["one_outcome_per_clip_per_question"][["clip_id", "n"]].values.tolist() == [["c1", 2]]
 
 
 def test_writer_writes_row_groups_of_row_group_size(tmp_path):
@@ -149,7 +152,7 @@ def _constraints(s, table: str) -> set[str]:
                        [table])["constraint_type"])
 
 
-def test_v9_keeps_every_decision_and_drops_only_the_primary_key(tmp_path, monkeypatch):
+def test_v9_keeps_every_decision_and_outcome_and_drops_only_the_primary_keys(tmp_path, monkeypatch):
     cat = Catalog(tmp_path / "c.duckdb")
     every = migrations()
     monkeypatch.setattr("storage.catalog.migrations", lambda: every[:8])
@@ -157,20 +160,27 @@ def test_v9_keeps_every_decision_and_drops_only_the_primary_key(tmp_path, monkey
         s.query("INSERT INTO clip_decisions SELECT 'mine-' || (i % 2), 1 + i // 1000, 'c' || i, "
                 "'accepted', 'happy', i / 3000, 'consensus', '{\"teacher\": {\"label\": \"happy\"}}', "
                 "'consensus-v2', TIMESTAMP '2026-12-01', i % 3 = 0 FROM range(3000) t(i)")
-        assert "PRIMARY KEY" in _constraints(s, "clip_decisions")
+        s.query("INSERT INTO teacher_outcomes SELECT 'teacher-' || (i % 2), 'c' || i, "
+                "CASE WHEN i % 5 = 0 THEN 'enrich' ELSE 'label' END, 'replay', 'k' || i, 'answered', "
+                "i % 7 = 0, 1 + i % 3 FROM range(2000) t(i)")
+        assert "PRIMARY KEY" in _constraints(s, "clip_decisions") & _constraints(s, "teacher_outcomes")
         before = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
+        outcomes = s.query("SELECT * FROM teacher_outcomes ORDER BY run_id, question, clip_id")
     monkeypatch.setattr("storage.catalog.migrations", lambda: every)
     with cat.writer():
         pass
     with cat.reader() as s:
         after = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
-        assert "PRIMARY KEY" not in _constraints(s, "clip_decisions")
-        assert _constraints(s, "clip_decisions") == {"NOT NULL"}
-        indexes = s.query("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'clip_decisions'")
+        outcomes_after = s.query("SELECT * FROM teacher_outcomes ORDER BY run_id, question, clip_id")
+        assert _constraints(s, "clip_decisions") == _constraints(s, "teacher_outcomes") == {"NOT NULL"}
+        indexes = s.query("SELECT table_name, index_name FROM duckdb_indexes() "
+                          "WHERE table_name IN ('clip_decisions', 'teacher_outcomes') ORDER BY 1")
         version = cat.version(s.con)
     assert version == SCHEMA_VERSION
-    assert indexes["index_name"].tolist() == ["clip_decisions_clip_id"]
+    assert indexes.values.tolist() == [["clip_decisions", "clip_decisions_clip_id"],
+                                       ["teacher_outcomes", "teacher_outcomes_clip_id"]]
     pd.testing.assert_frame_equal(after, before)
+    pd.testing.assert_frame_equal(outcomes_after, outcomes)
 
 
 def test_parameters_are_bound_not_pasted(tmp_path):

@@ -1,5 +1,5 @@
-"""storage.records.record_round: a clip is decided once per round, now that no primary key
-stands guard over clip_decisions (schema v9)."""
+"""Rows written once per clip, now that no primary key stands guard over clip_decisions and
+teacher_outcomes (schema v9): storage.records.record_round, storage.teacher_store.record_teacher_run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from storage.catalog import CatalogError
 from storage.records import record_round, start_run
+from storage.teacher_store import record_teacher_run
 from storage.workspace import Workspace
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
@@ -53,3 +54,36 @@ def test_a_clip_twice_in_a_round_is_refused_naming_it(tmp_path):
     with pytest.raises(ValueError, match=twice):
         record_round(ws.catalog, "mine-1", 1, T0, decisions(["a", "b", "b"]), "consensus-v2", summary(1))
     assert recorded(ws).empty
+
+
+def outcomes(clips: list[str], question: str = "label") -> pd.DataFrame:
+    return pd.DataFrame({"clip_id": clips, "question": question, "teacher": "replay",
+                         "cache_key": [f"k-{c}" for c in clips], "outcome": "answered",
+                         "from_cache": False, "attempts": 1})
+
+
+def recorded_outcomes(ws: Workspace) -> list:
+    with ws.catalog.reader() as s:
+        return s.query("SELECT run_id, clip_id, question FROM teacher_outcomes ORDER BY ALL").values.tolist()
+
+
+def test_a_teacher_runs_outcomes_are_recorded_once(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    start_run(ws.catalog, "teacher-1", "teacher", {})
+    # The same clip under two questions is two outcomes.
+    record_teacher_run(ws.catalog, "teacher-1", T0, [outcomes(["a", "b"]), outcomes(["a"], "enrich")], [],
+                       {"pool": 2})
+    with pytest.raises(CatalogError, match="teacher run teacher-1's outcomes are already recorded"):
+        record_teacher_run(ws.catalog, "teacher-1", T0, [outcomes(["c"])], [], {"pool": 1})
+    assert recorded_outcomes(ws) == [["teacher-1", "a", "enrich"], ["teacher-1", "a", "label"],
+                                     ["teacher-1", "b", "label"]]
+    assert ws.catalog.failed_checks() == {}
+
+
+def test_a_clip_twice_for_a_question_is_refused_naming_it(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    start_run(ws.catalog, "teacher-1", "teacher", {})
+    twice = r"teacher run teacher-1 has 1 outcome\(s\) more than once .* 'b' \(label\)"
+    with pytest.raises(ValueError, match=twice):
+        record_teacher_run(ws.catalog, "teacher-1", T0, [outcomes(["a", "b"]), outcomes(["b"])], [], {})
+    assert recorded_outcomes(ws) == []
