@@ -26,8 +26,9 @@ and prints, per stage, wall time and the peak summed PSS of the stage's process 
 (/proc/PID/smaps_rollup, every 0.25 s, children included); per mining round its wall time (the catalog's
 stages.started_at / finished_at); and the in-memory size of the feature matrix, to compare
 peaks across pool sizes. Several `--pool` values run one after the other in fresh workspaces.
-Each stage's PSS samples go to ROOT/pss-<pool>-<stage>.csv (t_s, pss_mb), to place its peak
-among its steps. `--pseudo-ratio R` is passed to mine and finalize.
+Each stage's PSS samples go to ROOT/pss-<pool>-<stage>.csv (t_s, pss_mb, and its parts own_mb
+and workers_mb: the stage's own process, its fold workers), to place its peak among its steps.
+`--pseudo-ratio R` is passed to mine and finalize.
 
     python bench/scale_pool.py --root /tmp/scale --pool 25000,100000 [--folds 3 --seeds 0 --epochs 30]
         [--workers 2] [--pseudo-ratio 1]
@@ -224,21 +225,26 @@ def build(ws: Path, n_train: int, n_pool: int, au_frames: int, joint: int, teach
 
 
 # ---- measuring a stage ----------------------------------------------------------------------
-def tree_pss(proc: psutil.Process) -> int:
-    """Summed proportional set size of a process and its children: pages shared between them
-    (forked fold workers share the bundle copy-on-write) counted once, split between sharers.
-    Summed RSS would count a shared page once per process."""
-    total = 0
+def tree_pss(proc: psutil.Process) -> tuple[int, int]:
+    """Proportional set size of a process and the sum of its children's: pages shared between
+    them (forked fold workers share the bundle copy-on-write) counted once, split between
+    sharers. Summed RSS would count a shared page once per process."""
+    own = children = 0
     for p in [proc, *proc.children(recursive=True)]:
         # smaps_rollup: the kernel's sum (psutil's memory_full_info parses all of smaps, which
         # took a third of a core at 10 samples a second on a 2 GB process).
         with contextlib.suppress(OSError), open(f"/proc/{p.pid}/smaps_rollup") as f:
-            total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
-    return total
+            pss = next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+            if p.pid == proc.pid:
+                own = pss
+            else:
+                children += pss
+    return own, children
 
 
 def run_stage(args: list[str], env: dict) -> dict:
-    """Run one command; wall time, peak summed PSS of its process tree, its last stdout line."""
+    """Run one command; wall time, peak summed PSS of its process tree (and, at that peak, the
+    command's own process's and its workers'), its last stdout line."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ps, trace, done = psutil.Process(proc.pid), [], threading.Event()
@@ -246,7 +252,7 @@ def run_stage(args: list[str], env: dict) -> dict:
     def sample() -> None:
         while not done.is_set():
             try:
-                trace.append((time.perf_counter() - t0, tree_pss(ps)))
+                trace.append((time.perf_counter() - t0, *tree_pss(ps)))
             except psutil.NoSuchProcess:
                 return
             done.wait(0.25)
@@ -260,8 +266,9 @@ def run_stage(args: list[str], env: dict) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{err[-4000:]}")
     last = out.strip().splitlines()[-1] if out.strip() else ""
-    at, peak = max(trace, key=lambda x: x[1]) if trace else (0.0, 0)
-    return {"wall_s": wall, "peak_mb": peak / 2**20, "peak_at_s": at, "stdout": out, "last": last,
+    at, own, workers = max(trace, key=lambda x: x[1] + x[2]) if trace else (0.0, 0, 0)
+    return {"wall_s": wall, "peak_mb": (own + workers) / 2**20, "peak_at_s": at,
+            "own_mb": own / 2**20, "workers_mb": workers / 2**20, "stdout": out, "last": last,
             "trace": trace}
 
 
@@ -313,18 +320,22 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         ("audit accepted --round 1", [MERSEMI, "audit", "accepted", *w, "--round", "1"]),
         ("audit clip", [MERSEMI, "audit", "clip", built["sample"], *w]),
     ]
-    print("\n| stage | wall s | peak PSS MB | peak at s |\n|---|---|---|---|")
+    print("\n| stage | wall s | peak PSS MB | of which: stage process, workers | peak at s |\n"
+          "|---|---|---|---|---|")
     results = {}
     for name, cmd in stages:
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):
             continue
         res = run_stage(cmd, env)
         results[name] = res
-        print(f"| {name} | {res['wall_s']:.1f} | {res['peak_mb']:.0f} | {res['peak_at_s']:.0f} |", flush=True)
+        print(f"| {name} | {res['wall_s']:.1f} | {res['peak_mb']:.0f} | {res['own_mb']:.0f}, "
+              f"{res['workers_mb']:.0f} | {res['peak_at_s']:.0f} |", flush=True)
         # The PSS samples, to place the peak among the stage's steps (rounds' times: the catalog).
         slug = name.split(" ")[0]
         (root / f"pss-{n_pool}-{slug}.csv").write_text(
-            "t_s,pss_mb\n" + "".join(f"{t:.2f},{b / 2**20:.0f}\n" for t, b in res["trace"]))
+            "t_s,pss_mb,own_mb,workers_mb\n" + "".join(
+                f"{t:.2f},{(a + b) / 2**20:.0f},{a / 2**20:.0f},{b / 2**20:.0f}\n"
+                for t, a, b in res["trace"]))
     if "mine (3 rounds)" in results:
         summary = json.loads(results["mine (3 rounds)"]["last"])
         print("\n| round | pool | accepted | wall s (catalog) |\n|---|---|---|---|")
