@@ -155,16 +155,18 @@ class ArtifactStore:
             n_rows=frame.num_rows if isinstance(frame, pa.Table) else len(frame), n_bytes=len(data),
         )
 
-    def save_frames(self, frames: Iterable[pd.DataFrame], run_id: str, stage: str, name: str
-                    ) -> ArtifactRef:
-        """Store the rows of `frames` (one schema: the first frame's) as one Parquet artifact,
-        each frame encoded as it comes (a row group of it) and written to disk, so the whole
-        table is never in memory, neither as one frame nor as its bytes. The same frames give
-        the same bytes; at least one frame (an empty one for no rows)."""
+    def save_frames(self, frames: Iterable[pd.DataFrame], run_id: str, stage: str, name: str,
+                    schema: pa.Schema | None = None) -> ArtifactRef:
+        """Store the rows of `frames` as one Parquet artifact, each frame encoded as it comes (a
+        row group of it) and written to disk, so the whole table is never in memory, neither as
+        one frame nor as its bytes. The same frames give the same bytes. The file's schema is
+        `schema`, else the first frame's (then at least one frame: an empty one for no rows)."""
         rel = self.relpath(run_id, stage, name)
-        path, rows, schema, writer = self.root / rel, 0, None, None
+        path, rows, writer = self.root / rel, 0, None
         with atomic_file(path, "a table written a row group at a time") as f:
             try:
+                if schema is not None:
+                    writer = pq.ParquetWriter(f, schema, compression="zstd")
                 for frame in frames:
                     if writer is None:
                         schema = pa.Schema.from_pandas(frame, preserve_index=False)

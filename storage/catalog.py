@@ -116,7 +116,9 @@ class Session:
         """An ad-hoc query (audit console, tests); parameters are bound, never pasted."""
         return self.con.execute(text, params or []).df()
 
-    def register(self, name: str, frame: pd.DataFrame) -> None:
+    def register(self, name: str, frame: Any) -> None:
+        """Register a frame, an Arrow table or an Arrow dataset (read as it is scanned) as a
+        relation the named queries read."""
         self.con.register(name, frame)
 
     def unregister(self, name: str) -> None:
@@ -171,9 +173,11 @@ class Catalog:
         return con
 
     def version(self, con: duckdb.DuckDBPyConnection) -> int:
-        # One direct query (information_schema costs more than the audit's own queries).
+        # One direct query (information_schema costs more than the audit's own queries). Read to
+        # the end: `fetchone()` leaves the result open, and the connection then refuses to
+        # register a relation ("unfinished result").
         try:
-            return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+            return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
         except duckdb.CatalogException:                 # a new, empty catalog
             return 0
 

@@ -1,18 +1,22 @@
 """Catalog reads and writes of the teacher stage.
 
-Inputs: the pool of clips (`clips`), the cache (`teacher_answers` rows already paid for).
+Inputs: the pool of clips (`clips`: its ids, then its rows a chunk at a time), the cache
+(`teacher_answers` rows already paid for, read by key a chunk at a time).
 Outputs: new `teacher_answers` rows (written in batches as they arrive, one short transaction
 each, so a crash loses at most one batch of paid answers) and, at the end of the run, the
-artifacts, one `teacher_outcomes` row per pool clip, the stage and the run's end, in one
-transaction.
+artifacts, one `teacher_outcomes` row per pool clip (read from the run's outcome artifacts), the
+stage and the run's end, in one transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
+import pyarrow.dataset as pads
 
 from storage.artifacts import ArtifactRef
 from storage.catalog import Catalog, CatalogError, now
@@ -25,10 +29,21 @@ ANSWER_COLUMNS = ["cache_key", "clip_id", "teacher", "model", "question", "media
 OUTCOME_COLUMNS = ["clip_id", "question", "teacher", "cache_key", "outcome", "from_cache", "attempts"]
 
 
-def teacher_pool(catalog: Catalog, dataset: str, split: str = "candidate") -> pd.DataFrame:
-    """Clips of `dataset` in `split` whose media are usable, by clip_id."""
+def teacher_pool(catalog: Catalog, dataset: str, split: str = "candidate",
+                 clip_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Clips of `dataset` in `split` whose media are usable, by clip_id; with `clip_ids`, only
+    those of them (a chunk of the pool: a teacher run never holds the whole pool's rows)."""
     with catalog.reader() as s:
-        return s.frame("teacher_pool", dataset=dataset, split=split)
+        if clip_ids is None:
+            return s.frame("teacher_pool", dataset=dataset, split=split)
+        s.register("wanted", pd.DataFrame({"clip_id": pd.Series(list(clip_ids), dtype=object)}))
+        return s.frame("teacher_pool_rows", dataset=dataset, split=split)
+
+
+def teacher_pool_ids(catalog: Catalog, dataset: str, split: str = "candidate") -> list[str]:
+    """The ids of `teacher_pool`'s clips, by clip_id."""
+    with catalog.reader() as s:
+        return [row[0] for row in s.run("teacher_pool_ids", dataset=dataset, split=split).fetchall()]
 
 
 def label_counts(catalog: Catalog, dataset: str) -> dict[str, int]:
@@ -38,10 +53,15 @@ def label_counts(catalog: Catalog, dataset: str) -> dict[str, int]:
     return dict(zip(rows["label"], rows["n"].astype(int), strict=True))
 
 
-def cached_answers(catalog: Catalog, teacher: str, question: str = "label") -> pd.DataFrame:
-    """Answers already paid for by this kind of teacher (any model: the key tells them apart)."""
+def cached_answers(catalog: Catalog, teacher: str, question: str = "label",
+                   keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Answers already paid for by this kind of teacher (any model: the key tells them apart);
+    with `keys`, only the answers of those cache keys."""
     with catalog.reader() as s:
-        return s.frame("teacher_cached_answers", teacher=teacher, question=question)
+        if keys is None:
+            return s.frame("teacher_cached_answers", teacher=teacher, question=question)
+        s.register("wanted", pd.DataFrame({"cache_key": pd.Series(list(keys), dtype=object)}))
+        return s.frame("teacher_cached_answers_of", teacher=teacher, question=question)
 
 
 def record_answers(catalog: Catalog, answers: pd.DataFrame) -> None:
@@ -57,27 +77,29 @@ def record_answers(catalog: Catalog, answers: pd.DataFrame) -> None:
 
 
 def record_teacher_run(catalog: Catalog, run_id: str, started_at: datetime,
-                       outcomes: list[pd.DataFrame], refs: list[ArtifactRef], summary: dict,
-                       inputs: tuple[str, ...] = ()) -> None:
+                       outcomes: Sequence[pd.DataFrame | str | Path], refs: list[ArtifactRef],
+                       summary: dict, inputs: tuple[str, ...] = ()) -> None:
     """The end of a teacher run: artifacts (with the registry they came from), per-clip outcomes
-    of every question, stage and run status, in one transaction."""
-    outcomes = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame()
-    if len(outcomes):
-        twice = outcomes[outcomes.duplicated(["clip_id", "question"])]
-        if len(twice):
-            raise ValueError(f"teacher run {run_id} has {len(twice)} outcome(s) more than once for a "
-                             f"clip and question, e.g. {twice['clip_id'].iloc[0]!r} "
-                             f"({twice['question'].iloc[0]})")
+    of every question, stage and run status, in one transaction. `outcomes`: frames, or the
+    Parquet files of the run's outcome artifacts (OUTCOME_COLUMNS among theirs), which DuckDB
+    reads a row group at a time: a 100,000-clip pool's outcomes are never one frame here."""
     with catalog.writer() as s:
         if s.run("teacher_run_outcomes_count", run_id=run_id).fetchall()[0][0]:
             raise CatalogError(f"teacher run {run_id}'s outcomes are already recorded: they are not "
                                "recorded twice")
         for ref in refs:
             record_artifact(s, ref, inputs)
-        if len(outcomes):
-            s.register("outcomes", outcomes[OUTCOME_COLUMNS])
+        for source in outcomes:
+            rows = source[OUTCOME_COLUMNS] if isinstance(source, pd.DataFrame) else pads.dataset(
+                str(source), format="parquet")
+            s.register("outcomes", rows)
             s.run("teacher_insert_outcomes", run_id=run_id)
             s.unregister("outcomes")
+        # A clip twice for one question (within one source or across two): the insert is undone.
+        n, clip, question = s.run("teacher_run_outcome_duplicates", run_id=run_id).fetchall()[0]
+        if n:
+            raise ValueError(f"teacher run {run_id} has {n} clip(s) with more than one outcome for a "
+                             f"question, e.g. {clip!r} ({question})")
         record_stage(s, run_id, "teacher", started_at, summary)
         s.run("finish_run", run_id=run_id, status="completed", finished_at=now(), error=None)
 

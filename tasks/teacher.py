@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
@@ -34,6 +36,7 @@ from models.teachers import (
     Clip,
     GeminiTeacher,
     LocalTeacher,
+    RateLimiter,
     ReplayTeacher,
     RetryPolicy,
     Teacher,
@@ -45,18 +48,49 @@ from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.catalog import CatalogError
 
 # Re-exported for flows/teacher.py, which does not import models/ (ARCHITECTURE.md).
-__all__ = ["ENRICH_PROMPT", "LABEL_PROMPT", "ORDERS", "make_teacher_task", "query_teacher_task",
-           "run_limits", "teacher_summary"]
+__all__ = ["ENRICH_PROMPT", "LABEL_PROMPT", "ORDERS", "PoolSource", "make_teacher_task",
+           "query_teacher_task", "run_limits", "teacher_summary"]
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 STATUSES = ("answered", "unparseable", "refused", "failed", "not_asked")
+# Pool clips put to the teacher at a time: their rows, Clips, cache entries, answers and outcome
+# rows are what a run holds (~3.5 KB a clip at 100,000 when the whole pool was held at once).
+CHUNK_CLIPS = 10_000
+# The outcome artifacts' columns (an explicit schema: a chunk where nobody answered has only
+# None in its answer columns, and the file's types must not depend on which chunk came first).
+OUTCOME_SCHEMA = pa.schema([
+    ("clip_id", pa.string()), ("question", pa.string()), ("teacher", pa.string()),
+    ("model", pa.string()), ("cache_key", pa.string()), ("outcome", pa.string()),
+    ("from_cache", pa.bool_()), ("attempts", pa.int32()), ("label", pa.string()),
+    ("scores", pa.string()), ("reasoning", pa.string()), ("text", pa.string())])
+TEXT_SCHEMA = pa.schema([("clip_id", pa.string()), ("text", pa.string())])
 
 
 @dataclass
 class TeacherResult:
     question: str
-    outcomes: pd.DataFrame           # one row per pool clip (storage.teacher_store.OUTCOME_COLUMNS+)
-    ref: ArtifactRef
+    outcomes: ArtifactRef            # one row per pool clip (storage.teacher_store.OUTCOME_COLUMNS+)
+    ref: ArtifactRef                 # what the question produced: the answers, or the enriched text
     summary: dict
+
+    @property
+    def refs(self) -> list[ArtifactRef]:
+        return [self.outcomes] if self.ref == self.outcomes else [self.outcomes, self.ref]
+
+
+@dataclass(frozen=True)
+class PoolSource:
+    """A teacher's pool as its clip ids and a reader of some of their rows (Clip fields; the
+    flow's reads the catalog, storage.teacher_store.teacher_pool with `clip_ids`), so that a run
+    holds a chunk of the pool's rows at a time."""
+
+    ids: list[str]
+    rows: Callable[[Sequence[str]], pd.DataFrame] = field(repr=False)
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> PoolSource:
+        """A pool whose rows are already in memory (a frame with a row per clip)."""
+        return cls(frame["clip_id"].tolist(),
+                   lambda ids: frame[frame["clip_id"].isin(list(ids))].reset_index(drop=True))
 
 
 def resolve_api_key(secret_block: str | None = None) -> SecretStr | None:
@@ -145,8 +179,8 @@ def answer_rows(asked: list[Asked], teacher: Teacher, question: str, run_id: str
 
 
 def outcome_frame(report: RunReport, teacher: Teacher, question: str) -> pd.DataFrame:
-    """One row per pool clip: outcome, where it came from, and the answer when there is one.
-    Built a column at a time (a dict per clip of a 100,000-clip pool is ~100 MB)."""
+    """One row per clip of the report (in its order): outcome, where it came from, and the
+    answer when there is one. Built a column at a time (a dict per clip is ~1 KB)."""
     asked, n = report.asked, len(report.asked)
 
     def answered(get) -> list:
@@ -167,52 +201,108 @@ def outcome_frame(report: RunReport, teacher: Teacher, question: str) -> pd.Data
     return frame.astype({"attempts": "int32", "from_cache": "bool"})
 
 
-def summarize(report: RunReport, teacher: Teacher, question: str, wall_s: float) -> dict:
-    counts = {s: report.counts.get(s, 0) for s in STATUSES}
-    not_asked = [a.clip.clip_id for a in report.asked if a.outcome == NOT_ASKED]
+@dataclass
+class Tally:
+    """A question's figures over the chunks of its pool."""
+
+    pool: int = 0
+    cache_hits: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    not_asked_sample: list[str] = field(default_factory=list)
+
+    def add(self, report: RunReport) -> None:
+        self.pool += len(report.asked)
+        self.cache_hits += sum(a.from_cache for a in report.asked)
+        for status, n in report.counts.items():
+            self.counts[status] = self.counts.get(status, 0) + n
+        room = 20 - len(self.not_asked_sample)
+        if room > 0:
+            self.not_asked_sample += [a.clip.clip_id for a in report.asked if a.outcome == NOT_ASKED][:room]
+
+
+def summarize(tally: Tally, teacher: Teacher, question: str, requests: int, cost_usd: float,
+              budget: Budget, wall_s: float) -> dict:
+    counts = {s: tally.counts.get(s, 0) for s in STATUSES}
     return {"question": question, "teacher": teacher.kind, "model": teacher.model_,
-            "pool": len(report.asked), "requests": report.requests,
-            "cache_hits": sum(a.from_cache for a in report.asked), **counts,
-            "cost_usd": round(report.cost_usd, 6), "budget_exhausted": report.budget_exhausted,
-            "not_asked_sample": not_asked[:20], "wall_s": round(wall_s, 3)}
+            "pool": tally.pool, "requests": requests, "cache_hits": tally.cache_hits, **counts,
+            "cost_usd": round(cost_usd, 6), "budget_exhausted": budget.exhausted,
+            "not_asked_sample": tally.not_asked_sample, "wall_s": round(wall_s, 3)}
 
 
-def query_teacher(teacher: Teacher, pool: pd.DataFrame,
-                  cached: pd.DataFrame | Callable[[], pd.DataFrame] | None,
+def query_teacher(teacher: Teacher, pool: pd.DataFrame | PoolSource,
+                  cached: pd.DataFrame | Callable[[Sequence[str]], pd.DataFrame] | None,
                   store: ArtifactStore, run_id: str, budget: Budget, question: str = LABEL,
                   predictions: pd.DataFrame | Path | None = None, order: str = "auto",
                   label_counts: Mapping[str, int] | None = None, rpm: int | None = None,
                   concurrency: int = 4, retry: RetryPolicy | None = None,
                   record: Callable[[pd.DataFrame], None] | None = None,
-                  sleep: Callable[[float], None] = time.sleep) -> TeacherResult:
+                  sleep: Callable[[float], None] = time.sleep,
+                  chunk_size: int = CHUNK_CLIPS) -> TeacherResult:
     """Ask `teacher` about every pool clip not in the cache, most valuable first, within the
     budget; save the per-clip outcomes (and, for `enrich`, the rewritten subtitles).
-    `cached` may be a function that reads the cache: it is then read when this call starts, so
-    a retried task sees what its failed attempt recorded and pays for no answer twice."""
-    started = time.monotonic()
-    if callable(cached):
-        cached = cached()
+
+    The pool goes to the teacher `chunk_size` clips at a time, in priority order: a chunk's
+    rows are read (`pool`: a PoolSource, or a frame of every row), then its cache entries
+    (`cached`: a function of the chunk's cache keys that reads the cache, or a frame of the
+    whole cache), then it is asked, and its outcome rows are written to the artifact. A function
+    reads the cache as the run goes, so a retried task sees what its failed attempt recorded
+    and pays for no answer twice."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    started, requests_before, cost_before = time.monotonic(), budget.requests, budget.cost_usd
+    source = pool if isinstance(pool, PoolSource) else PoolSource.of(pool)
     if isinstance(predictions, Path | str):
         predictions = pd.read_parquet(predictions)
-    clips = {c.clip_id: c for c in pool_clips(pool)}
-    order_ids = priority_order(list(clips), predictions, teacher.labels_, order, label_counts)
+    order_ids = priority_order(list(dict.fromkeys(source.ids)), predictions, teacher.labels_, order,
+                               label_counts)
+    whole_cache = None if callable(cached) else cache_from_frame(cached)
+    limiter, asked_before, tally = RateLimiter(rpm, sleep=sleep), {}, Tally()
 
     def sink(batch: list[Asked]) -> None:
-        if record is not None:
-            record(answer_rows(batch, teacher, question, run_id))
+        record(answer_rows(batch, teacher, question, run_id))
 
-    report = ask_pool(teacher, [clips[i] for i in order_ids], cache_from_frame(cached), question,
-                      budget=budget, rpm=rpm, concurrency=concurrency, retry=retry, sink=sink,
-                      sleep=sleep)
-    outcomes = outcome_frame(report, teacher, question).sort_values("clip_id", ignore_index=True)
+    def chunks() -> Iterator[pd.DataFrame]:
+        for start in range(0, len(order_ids), chunk_size):
+            ids = order_ids[start:start + chunk_size]
+            clips = {c.clip_id: c for c in pool_clips(source.rows(ids))}
+            missing = [i for i in ids if i not in clips]
+            if missing:
+                raise ValueError(f"pool clip {missing[0]!r} has no row to show the teacher "
+                                 f"({len(missing)} of the chunk's {len(ids)} clips): it is not in "
+                                 "the pool's dataset and split, or its media are not usable")
+            ordered = [clips[i] for i in ids]
+            cache = whole_cache if whole_cache is not None else cache_from_frame(
+                cached([teacher.key(c, question) for c in ordered]))
+            report = ask_pool(teacher, ordered, cache, question, budget=budget, concurrency=concurrency,
+                              retry=retry, sink=sink if record is not None else None, sleep=sleep,
+                              seed=start, limiter=limiter, asked_before=asked_before)
+            tally.add(report)
+            yield outcome_frame(report, teacher, question)
+
+    schema = OUTCOME_SCHEMA
+    if question != ENRICH:                                  # a label's text is not its answer
+        schema = schema.remove(schema.names.index("text"))
+    outcomes = store.save_frames((f[schema.names] for f in chunks()), run_id, "teacher",
+                                 "enrich_answers" if question == ENRICH else "answers", schema=schema)
+    ref = outcomes
     if question == ENRICH:
-        texts = outcomes.loc[outcomes["outcome"] == ANSWERED, ["clip_id", "text"]].reset_index(drop=True)
-        ref = store.save(texts, run_id, "teacher", "enriched_text")
-    else:
-        ref = store.save(outcomes.drop(columns="text"), run_id, "teacher", "answers")
-    summary = summarize(report, teacher, question, time.monotonic() - started) | {
+        ref = store.save_frames(answered_texts(store.path(outcomes)), run_id, "teacher", "enriched_text",
+                                schema=TEXT_SCHEMA)
+    summary = summarize(tally, teacher, question, budget.requests - requests_before,
+                        budget.cost_usd - cost_before, budget, time.monotonic() - started) | {
         "order": order, "artifact": ref.artifact_id}
     return TeacherResult(question, outcomes, ref, summary)
+
+
+def answered_texts(outcomes: Path) -> Iterator[pd.DataFrame]:
+    """clip_id and text of the answered clips of an enrichment's outcome file, a row group at a
+    time."""
+    file = pq.ParquetFile(outcomes)
+    for i in range(file.num_row_groups):
+        frame = file.read_row_group(i, columns=["clip_id", "outcome", "text"]).to_pandas()
+        texts = frame.loc[frame["outcome"] == ANSWERED, ["clip_id", "text"]].reset_index(drop=True)
+        if len(texts):
+            yield texts
 
 
 def teacher_summary(results: list[TeacherResult], budget: Budget, run_id: str) -> dict:

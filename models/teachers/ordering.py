@@ -27,6 +27,15 @@ def hash_rank(clip_ids: Sequence[str]) -> pd.Series:
     return pd.Series([hashlib.sha256(c.encode()).hexdigest() for c in clip_ids], index=list(clip_ids))
 
 
+def hash_order(clip_ids: Sequence[str]) -> list[str]:
+    """`clip_ids` sorted by the sha256 of each id, as `hash_rank`'s hex digests sort: the digests
+    as 32-byte strings in one numpy array (a Series of 100,000 hex strings, sorted, held
+    ~45 MB at once; this ~3 MB)."""
+    clip_ids = list(clip_ids)
+    digests = np.array([hashlib.sha256(c.encode()).digest() for c in clip_ids], dtype="S32")
+    return [clip_ids[i] for i in np.argsort(digests, kind="stable")]
+
+
 def uncertainty(predictions: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
     """Per clip: margin, entropy, distinct predicted labels across models, and mean arg-max."""
     columns = [f"p_{x}" for x in labels]
@@ -52,13 +61,13 @@ def priority_order(clip_ids: Sequence[str], predictions: pd.DataFrame | None = N
     """`clip_ids` sorted by how much their answer is worth, most first."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
-    rank = hash_rank(clip_ids)
     has_predictions = predictions is not None and len(predictions) > 0
     if order == "auto":
         several = has_predictions and "model" in predictions.columns and predictions["model"].nunique() > 1
         order = "disagreement" if several else "margin" if has_predictions else "hash"
     if order == "hash" or not has_predictions:
-        return rank.sort_values().index.tolist()
+        return hash_order(clip_ids)
+    rank = hash_rank(clip_ids)
     stats = uncertainty(predictions[predictions["clip_id"].isin(rank.index)], labels)
     if order == "margin":
         keys, ascending = ["margin"], [True]

@@ -92,16 +92,24 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
              concurrency: int = 4, retry: RetryPolicy | None = None,
              sink: Callable[[list[Asked]], None] | None = None, flush_every: int = 50,
              flush_interval_s: float = 2.0, flush_max: int = FLUSH_MAX, seed: int = 0,
-             sleep: Callable[[float], None] = time.sleep) -> RunReport:
+             sleep: Callable[[float], None] = time.sleep, limiter: RateLimiter | None = None,
+             asked_before: dict[str, Answer] | None = None) -> RunReport:
     """Ask a fitted teacher about `clips` (in priority order); `cached`: answers by cache key.
 
     New answers go to `sink` in batches of at least `flush_every`, at most one batch every
     `flush_interval_s` unless `flush_max` are waiting (and the rest at the end): a crash loses
     at most that many paid answers or that many seconds of them, a fast teacher (replay:
     thousands of answers a second) does not open the catalog for every 50, and no batch is
-    larger than `flush_max`."""
+    larger than `flush_max`.
+
+    A pool asked a chunk at a time (tasks/teacher.query_teacher) is one call per chunk with
+    one `budget`, one `limiter` (made from `rpm` when not given) and one `asked_before`: the
+    answers, by key, that earlier calls got and that the next chunk's `cached` will not hold
+    (failed ones; every one when there is no sink to record them). A clip whose key is there
+    takes that answer, as a clip that shares its key with one asked in this call does; this
+    call adds its own such answers to it."""
     budget = budget or Budget()
-    limiter = RateLimiter(rpm, sleep=sleep)
+    limiter = limiter or RateLimiter(rpm, sleep=sleep)
     retry = retry or RetryPolicy()
     rng, rng_lock = random.Random(seed), threading.Lock()
     requests_before, cost_before = budget.requests, budget.cost_usd     # a budget may be shared
@@ -117,6 +125,9 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
         key = teacher.key(clip, question)
         if key in cached:
             asked[clip.clip_id] = Asked(clip, key, cached[key], from_cache=True)
+        elif asked_before and key in asked_before:     # asked in an earlier chunk of this run
+            earlier = asked_before[key]
+            asked[clip.clip_id] = Asked(clip, key, earlier, from_cache=earlier.status != FAILED)
         elif key in first_of_key:       # same media and prompt as another clip of the pool
             asked[clip.clip_id] = Asked(clip, key, None, from_cache=True)
         else:
@@ -167,6 +178,10 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
         if a.from_cache and a.answer is None:
             a.answer = by_key.get(a.key)
             a.from_cache = a.answer is not None and a.answer.status != FAILED
+    if asked_before is not None:
+        for a in asked.values():
+            if not a.from_cache and a.answer is not None and (sink is None or a.answer.status == FAILED):
+                asked_before[a.key] = a.answer
     ordered = [asked[c.clip_id] for c in clips]
     counts: dict[str, int] = {}
     for a in ordered:

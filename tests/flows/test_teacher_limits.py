@@ -83,7 +83,8 @@ def test_a_retried_teacher_task_pays_for_no_answer_twice(ingested, monkeypatch):
         teacher = make_teacher("replay", labels, answers=answers)
         budget, retry = run_limits(None, None, 1, 0.0, 0.0)
         result = query_teacher_task(teacher, teacher_pool(workspace.catalog, "syn"),
-                                    cached=lambda: cached_answers(workspace.catalog, "replay"),
+                                    cached=lambda keys: cached_answers(workspace.catalog, "replay",
+                                                                       keys=keys),
                                     store=workspace.artifacts, run_id="teacher-retry", budget=budget,
                                     retry=retry, record=record)
         return result.summary, budget.requests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -189,6 +190,9 @@ def test_default_order_is_stable_and_independent_of_input_order():
     order = priority_order(ids)
     assert sorted(order) == sorted(ids) and order != ids
     assert priority_order(list(reversed(ids))) == order
+    # The hash order is the hex digests' order, as it was when it sorted them as text (runs of
+    # one pool keep asking its clips in the same order).
+    assert order == sorted(ids, key=lambda c: hashlib.sha256(c.encode()).hexdigest())
 
 
 def test_margin_entropy_disagreement_and_rare_label_orders():

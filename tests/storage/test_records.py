@@ -83,7 +83,24 @@ def test_a_teacher_runs_outcomes_are_recorded_once(tmp_path):
 def test_a_clip_twice_for_a_question_is_refused_naming_it(tmp_path):
     ws = Workspace(tmp_path / "ws")
     start_run(ws.catalog, "teacher-1", "teacher", {})
-    twice = r"teacher run teacher-1 has 1 outcome\(s\) more than once .* 'b' \(label\)"
+    twice = r"teacher run teacher-1 has 1 clip\(s\) with more than one outcome .* 'b' \(label\)"
     with pytest.raises(ValueError, match=twice):
         record_teacher_run(ws.catalog, "teacher-1", T0, [outcomes(["a", "b"]), outcomes(["b"])], [], {})
     assert recorded_outcomes(ws) == []
+
+
+def test_outcomes_are_read_from_the_runs_parquet_files(tmp_path):
+    # The teacher flow hands the run's outcome artifacts (one per question), not frames: a file's
+    # other columns (the answers') are not the catalog's, and a clip twice across files is refused.
+    ws = Workspace(tmp_path / "ws")
+    start_run(ws.catalog, "teacher-1", "teacher", {})
+    label, enrich = tmp_path / "label.parquet", tmp_path / "enrich.parquet"
+    outcomes(["b", "a"]).assign(reasoning=["r-b", "r-a"]).to_parquet(label)
+    outcomes(["a"], "enrich").to_parquet(enrich)
+    record_teacher_run(ws.catalog, "teacher-1", T0, [label, str(enrich)], [], {"pool": 2})
+    assert recorded_outcomes(ws) == [["teacher-1", "a", "enrich"], ["teacher-1", "a", "label"],
+                                     ["teacher-1", "b", "label"]]
+    start_run(ws.catalog, "teacher-2", "teacher", {})
+    with pytest.raises(ValueError, match=r"teacher run teacher-2 has 1 clip\(s\) .* 'a' \(label\)"):
+        record_teacher_run(ws.catalog, "teacher-2", T0, [label, outcomes(["a"])], [], {})
+    assert [r for r in recorded_outcomes(ws) if r[0] == "teacher-2"] == []

@@ -12,7 +12,7 @@ from storage.artifacts import ArtifactStore
 from storage.catalog import Catalog
 from storage.labels import MER2025_LABELS as LABELS
 from storage.teacher_store import cached_answers, record_answers
-from tasks.teacher import make_teacher, query_teacher, resolve_api_key
+from tasks.teacher import PoolSource, make_teacher, query_teacher, resolve_api_key
 from tests.models.conftest import KEY
 from tests.models.fake_gemini import FakeGeminiServer, ok
 
@@ -87,7 +87,7 @@ def test_local_teacher_and_prediction_order(tmp_path):
     teacher = make_teacher("local", LABELS, predictions=path)
     result = query_teacher(teacher, pool(4), None, ArtifactStore(tmp_path / "a"), "run-1",
                            Budget(max_requests=1), predictions=path, order="margin")
-    asked = result.outcomes.set_index("clip_id")["outcome"]
+    asked = ArtifactStore(tmp_path / "a").load(result.outcomes).set_index("clip_id")["outcome"]
     assert asked["ds/s1"] == "answered" and (asked.drop("ds/s1") == "not_asked").all()
 
 
@@ -98,18 +98,78 @@ def test_enrichment_saves_the_rewritten_text(tmp_path, monkeypatch):
         teacher = make_teacher("gemini", LABELS, gemini={"base_url": fake.base_url, "timeout_s": 5})
         store = ArtifactStore(tmp_path / "a")
         catalog = Catalog(tmp_path / "catalog.duckdb")
+        # A chunk of one clip at a time: the text artifact gathers every chunk's answers.
         result = query_teacher(teacher, pool(2, tmp_path), None, store, "run-1", Budget(),
-                               question="enrich", retry=FAST,
+                               question="enrich", retry=FAST, chunk_size=1,
                                record=lambda rows: record_answers(catalog, rows))
         # Served from the cache the next time: the rewritten text is the cached answer's raw text.
         again = query_teacher(teacher, pool(2, tmp_path), cached_answers(catalog, "gemini", "enrich"), store,
                               "run-2", Budget(), question="enrich", retry=FAST)
     assert result.ref.artifact_id == "run-1/teacher/enriched_text"
+    assert [r.artifact_id for r in result.refs] == ["run-1/teacher/enrich_answers",
+                                                    "run-1/teacher/enriched_text"]
+    assert (store.load(result.outcomes)["text"] == "(smiling) text").all()
     texts = store.load(result.ref)
     assert list(texts.columns) == ["clip_id", "text"] and set(texts["text"]) == {"(smiling) text"}
     assert KEY.encode() not in store.path(result.ref).read_bytes()
     assert again.summary["cache_hits"] == 2 and again.summary["requests"] == 0
     pd.testing.assert_frame_equal(store.load(again.ref), texts)
+
+
+def twin_pool(n: int) -> pd.DataFrame:
+    """`n` clips where clip 2k+1 shows the same media as clip 2k (one cache key for both)."""
+    frame = pool(n)
+    frame["video_sha256"] = [f"v{i // 2}" for i in range(n)]
+    frame["text"] = [f"text {i // 2}" for i in range(n)]
+    return frame
+
+
+def test_a_pool_asked_a_chunk_at_a_time_ends_as_asked_at_once(tmp_path):
+    """Chunks of 3 clips: twins of one media fall in different chunks, a budget runs out in the
+    middle, some clips fail (not in the answers file). Outcomes, artifact and figures equal
+    those of the whole pool asked in one go; a twin of an answered clip is served by the cache
+    its chunk reads, a twin of a failed one takes the failure (no second request)."""
+    n, runs, frame = 24, {}, twin_pool(24)
+    for chunk in (3, 100):
+        store = ArtifactStore(tmp_path / f"a{chunk}")
+        catalog = Catalog(tmp_path / f"c{chunk}.duckdb")
+        with catalog.writer():                      # an empty catalog: the cache is read first
+            pass
+        reads, keys = [], []
+
+        def rows(ids, reads=reads):
+            reads.append(len(ids))
+            return frame[frame["clip_id"].isin(ids)]
+
+        def cached(wanted, catalog=catalog, keys=keys):
+            keys.append(len(wanted))
+            return cached_answers(catalog, "replay", keys=wanted)
+
+        teacher = make_teacher("replay", LABELS, answers=answers_file(tmp_path, 16))   # s16.. fail
+        result = query_teacher(teacher, PoolSource([f"ds/s{i}" for i in range(n)], rows), cached, store,
+                               "run-1", Budget(max_requests=9), chunk_size=chunk,
+                               record=lambda frame, catalog=catalog: record_answers(catalog, frame))
+        runs[chunk] = store.load(result.outcomes), result.summary, reads, keys
+    chunked, whole = runs[3], runs[100]
+    assert chunked[2] == [3] * 8 and chunked[3] == [3] * 8 and whole[2] == [n] == whole[3]
+    pd.testing.assert_frame_equal(chunked[0], whole[0])
+    drop = ("wall_s",)
+    assert {k: v for k, v in chunked[1].items() if k not in drop} == {
+        k: v for k, v in whole[1].items() if k not in drop}
+    s = chunked[1]
+    assert s["requests"] == 9 and s["not_asked"] > 0 and s["failed"] > 0 and s["cache_hits"] > 0
+    outcomes = chunked[0].set_index("clip_id")
+    for k in range(n // 2):
+        first, twin = outcomes.loc[f"ds/s{2 * k}"], outcomes.loc[f"ds/s{2 * k + 1}"]
+        assert first["cache_key"] == twin["cache_key"] and first["outcome"] == twin["outcome"]
+        assert first["label"] == twin["label"] or (pd.isna(first["label"]) and pd.isna(twin["label"]))
+
+
+def test_a_pool_row_the_catalog_does_not_have_is_named(tmp_path):
+    teacher = make_teacher("replay", LABELS, answers=answers_file(tmp_path, 3))
+    source = PoolSource(["ds/s0", "ds/s1", "ds/gone"], lambda ids: pool(2))
+    with pytest.raises(ValueError, match=r"pool clip 'ds/gone' has no row to show the teacher"):
+        query_teacher(teacher, source, None, ArtifactStore(tmp_path / "a"), "run-1", Budget())
 
 
 def test_api_key_comes_from_the_environment_in_order(monkeypatch):
