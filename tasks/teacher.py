@@ -80,8 +80,8 @@ class TeacherResult:
 @dataclass(frozen=True)
 class PoolSource:
     """A teacher's pool as its clip ids and a reader of some of their rows (Clip fields; the
-    flow's reads the catalog, storage.teacher_store.teacher_pool with `clip_ids`), so that a run
-    holds a chunk of the pool's rows at a time."""
+    flow's reader reads the catalog: storage.teacher_store.teacher_pool with `clip_ids`), so
+    that a run holds a chunk of the pool's rows at a time."""
 
     ids: list[str]
     rows: Callable[[Sequence[str]], pd.DataFrame] = field(repr=False)

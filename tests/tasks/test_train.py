@@ -401,11 +401,12 @@ def test_fit_folds_hands_the_last_fit_on_after_the_workers_end_and_cancels_on_an
         f.unlink()
     many = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(12)]
     fits = fit_folds(None, many, workers=2)
-    started = time.monotonic()
     assert next(fits)["fold"] == 0
     fits.close()
-    # (Run to the end, the 12 fits would take 3 s on two workers.)
-    assert time.monotonic() - started < 2.0 and len(list(tmp_path.iterdir())) < 12
+    # Each fit marks its start, and close() returns after the workers have ended: fewer than
+    # 12 marks means the rest were cancelled. (No wall-time bound: under a loaded machine the
+    # fits already handed to the workers took 2.2 s to end, where 2 s had been asserted.)
+    assert len(list(tmp_path.iterdir())) < 12
 
 
 SLOW_FITS = """
