@@ -1,17 +1,23 @@
 """Stage: teacher. Pool of unlabelled clips -> teacher answers (labels, scores, reasoning).
 
-Input: the pool (catalog `clips` of one dataset and split, read by the flow), the label set,
-the answers already paid for (the cache, read by the flow), optionally a predictions frame
-(`clip_id`, `p_<label>`, optional `model`) that orders the pool and that the local teacher
-answers from.
-Output: `<run_id>/teacher/answers.parquet` (one row per pool clip: outcome, label, scores,
-reasoning), `<run_id>/teacher/enriched_text.parquet` (clip_id, text) when enrichment is asked,
-new answers handed to the flow's `record` callback in batches as they arrive, and a summary.
+Input: the pool of unlabelled clips (catalog `clips` of one dataset and split: its ids, and a
+reader of some clips' rows, both from the flow), the label set, the answers already paid for
+(the cache: a reader by cache key, from the flow), optionally a predictions frame (`clip_id`,
+`p_<label>`, optional `model`) that orders the pool and that the local teacher answers from.
+The pool is put to the teacher a chunk of `chunk_size` clips at a time, in priority order, with
+one budget, rate limiter and map of media already asked: what is held grows with the chunk,
+not with the pool.
+Output: `<run_id>/teacher/answers.parquet` (one row per pool clip, in the order asked: outcome,
+label, scores, reasoning), for enrichment `<run_id>/teacher/enrich_answers.parquet` (the same,
+with the rewritten text) and `<run_id>/teacher/enriched_text.parquet` (clip_id, text of the
+answered clips), each written a chunk at a time; new answers handed to the flow's `record`
+callback in batches as they arrive; a summary.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -51,6 +57,7 @@ from storage.catalog import CatalogError
 __all__ = ["ENRICH_PROMPT", "LABEL_PROMPT", "ORDERS", "PoolSource", "make_teacher_task",
            "query_teacher_task", "run_limits", "teacher_summary"]
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+log = logging.getLogger("mersemi.teacher")
 STATUSES = ("answered", "unparseable", "refused", "failed", "not_asked")
 # Pool clips put to the teacher at a time: their rows, Clips, cache entries, answers and outcome
 # rows are what a run holds (~3.5 KB a clip at 100,000 when the whole pool was held at once).
@@ -275,7 +282,7 @@ def query_teacher(teacher: Teacher, pool: pd.DataFrame | PoolSource,
                 cached([teacher.key(c, question) for c in ordered]))
             report = ask_pool(teacher, ordered, cache, question, budget=budget, concurrency=concurrency,
                               retry=retry, sink=sink if record is not None else None, sleep=sleep,
-                              seed=start, limiter=limiter, asked_before=asked_before)
+                              seed=start, limiter=limiter, asked_before=asked_before, warn=False)
             tally.add(report)
             yield outcome_frame(report, teacher, question)
 
@@ -284,6 +291,9 @@ def query_teacher(teacher: Teacher, pool: pd.DataFrame | PoolSource,
         schema = schema.remove(schema.names.index("text"))
     outcomes = store.save_frames((f[schema.names] for f in chunks()), run_id, "teacher",
                                  "enrich_answers" if question == ENRICH else "answers", schema=schema)
+    if budget.exhausted:                                    # once for the pool, not per chunk
+        log.warning("teacher budget exhausted (%s): %d clips not asked (%s)", budget.exhausted,
+                    tally.counts.get(NOT_ASKED, 0), question)
     ref = outcomes
     if question == ENRICH:
         ref = store.save_frames(answered_texts(store.path(outcomes)), run_id, "teacher", "enriched_text",

@@ -93,7 +93,7 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
              sink: Callable[[list[Asked]], None] | None = None, flush_every: int = 50,
              flush_interval_s: float = 2.0, flush_max: int = FLUSH_MAX, seed: int = 0,
              sleep: Callable[[float], None] = time.sleep, limiter: RateLimiter | None = None,
-             asked_before: dict[str, Answer] | None = None) -> RunReport:
+             asked_before: dict[str, Answer] | None = None, warn: bool = True) -> RunReport:
     """Ask a fitted teacher about `clips` (in priority order); `cached`: answers by cache key.
 
     New answers go to `sink` in batches of at least `flush_every`, at most one batch every
@@ -107,7 +107,8 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
     answers, by key, that earlier calls got and that the next chunk's `cached` will not hold
     (failed ones; every one when there is no sink to record them). A clip whose key is there
     takes that answer, as a clip that shares its key with one asked in this call does; this
-    call adds its own such answers to it."""
+    call adds its own such answers to it. `warn=False`: no warning here when the budget ran
+    out (the caller of many chunks warns once)."""
     budget = budget or Budget()
     limiter = limiter or RateLimiter(rpm, sleep=sleep)
     retry = retry or RetryPolicy()
@@ -186,7 +187,7 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
     counts: dict[str, int] = {}
     for a in ordered:
         counts[a.outcome] = counts.get(a.outcome, 0) + 1
-    if budget.exhausted:
+    if budget.exhausted and warn:
         log.warning("teacher budget exhausted (%s): %d clips not asked", budget.exhausted,
                     counts.get(NOT_ASKED, 0))
     return RunReport(ordered, budget.requests - requests_before, budget.cost_usd - cost_before,

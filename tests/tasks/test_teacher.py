@@ -194,3 +194,12 @@ def test_backends_say_what_they_need(tmp_path, monkeypatch):
         make_teacher("gemini", LABELS)
     with pytest.raises(ValueError, match="unknown teacher"):
         make_teacher("oracle", LABELS)
+
+
+def test_a_budget_that_runs_out_is_warned_about_once_for_the_pool(tmp_path, caplog):
+    teacher = make_teacher("replay", LABELS, answers=answers_file(tmp_path, 10))
+    with caplog.at_level("WARNING", logger="mersemi.teacher"):
+        query_teacher(teacher, pool(10), None, ArtifactStore(tmp_path / "a"), "run-1",
+                      Budget(max_requests=2), chunk_size=3)
+    warned = [r.getMessage() for r in caplog.records if "budget exhausted" in r.getMessage()]
+    assert warned == ["teacher budget exhausted (request budget of 2 spent): 8 clips not asked (label)"]
