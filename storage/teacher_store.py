@@ -29,15 +29,18 @@ ANSWER_COLUMNS = ["cache_key", "clip_id", "teacher", "model", "question", "media
 OUTCOME_COLUMNS = ["clip_id", "question", "teacher", "cache_key", "outcome", "from_cache", "attempts"]
 
 
+def _wanted(column: str, values: Sequence[str] | None) -> pd.DataFrame:
+    """The relation a query filters by (empty when it reads every row)."""
+    return pd.DataFrame({column: pd.Series([] if values is None else list(values), dtype=object)})
+
+
 def teacher_pool(catalog: Catalog, dataset: str, split: str = "candidate",
                  clip_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Clips of `dataset` in `split` whose media are usable, by clip_id; with `clip_ids`, only
     those of them (a chunk of the pool: a teacher run never holds the whole pool's rows)."""
     with catalog.reader() as s:
-        if clip_ids is None:
-            return s.frame("teacher_pool", dataset=dataset, split=split)
-        s.register("wanted", pd.DataFrame({"clip_id": pd.Series(list(clip_ids), dtype=object)}))
-        return s.frame("teacher_pool_rows", dataset=dataset, split=split)
+        s.register("wanted", _wanted("clip_id", clip_ids))
+        return s.frame("teacher_pool", dataset=dataset, split=split, every=clip_ids is None)
 
 
 def teacher_pool_ids(catalog: Catalog, dataset: str, split: str = "candidate") -> list[str]:
@@ -58,10 +61,8 @@ def cached_answers(catalog: Catalog, teacher: str, question: str = "label",
     """Answers already paid for by this kind of teacher (any model: the key tells them apart);
     with `keys`, only the answers of those cache keys."""
     with catalog.reader() as s:
-        if keys is None:
-            return s.frame("teacher_cached_answers", teacher=teacher, question=question)
-        s.register("wanted", pd.DataFrame({"cache_key": pd.Series(list(keys), dtype=object)}))
-        return s.frame("teacher_cached_answers_of", teacher=teacher, question=question)
+        s.register("wanted", _wanted("cache_key", keys))
+        return s.frame("teacher_cached_answers", teacher=teacher, question=question, every=keys is None)
 
 
 def record_answers(catalog: Catalog, answers: pd.DataFrame) -> None:

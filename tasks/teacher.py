@@ -262,7 +262,8 @@ def query_teacher(teacher: Teacher, pool: pd.DataFrame | PoolSource,
         predictions = pd.read_parquet(predictions)
     order_ids = priority_order(list(dict.fromkeys(source.ids)), predictions, teacher.labels_, order,
                                label_counts)
-    whole_cache = None if callable(cached) else cache_from_frame(cached)
+    # A whole cache is made Answers once; a reader, for each chunk's keys (ask_pool calls it).
+    cache = (lambda keys: cache_from_frame(cached(keys))) if callable(cached) else cache_from_frame(cached)
     limiter, asked_before, tally = RateLimiter(rpm, sleep=sleep), {}, Tally()
 
     def sink(batch: list[Asked]) -> None:
@@ -277,12 +278,10 @@ def query_teacher(teacher: Teacher, pool: pd.DataFrame | PoolSource,
                 raise ValueError(f"pool clip {missing[0]!r} has no row to show the teacher "
                                  f"({len(missing)} of the chunk's {len(ids)} clips): it is not in "
                                  "the pool's dataset and split, or its media are not usable")
-            ordered = [clips[i] for i in ids]
-            cache = whole_cache if whole_cache is not None else cache_from_frame(
-                cached([teacher.key(c, question) for c in ordered]))
-            report = ask_pool(teacher, ordered, cache, question, budget=budget, concurrency=concurrency,
-                              retry=retry, sink=sink if record is not None else None, sleep=sleep,
-                              seed=start, limiter=limiter, asked_before=asked_before, warn=False)
+            report = ask_pool(teacher, [clips[i] for i in ids], cache, question, budget=budget,
+                              concurrency=concurrency, retry=retry,
+                              sink=sink if record is not None else None, sleep=sleep, seed=start,
+                              limiter=limiter, asked_before=asked_before, warn=False)
             tally.add(report)
             yield outcome_frame(report, teacher, question)
 

@@ -87,14 +87,16 @@ def _ask_with_retries(teacher: Teacher, clip: Clip, question: str, budget: Budge
     raise AssertionError("unreachable")
 
 
-def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answer],
+def ask_pool(teacher: Teacher, clips: Sequence[Clip],
+             cached: Mapping[str, Answer] | Callable[[list[str]], Mapping[str, Answer]],
              question: str = LABEL, budget: Budget | None = None, rpm: int | None = None,
              concurrency: int = 4, retry: RetryPolicy | None = None,
              sink: Callable[[list[Asked]], None] | None = None, flush_every: int = 50,
              flush_interval_s: float = 2.0, flush_max: int = FLUSH_MAX, seed: int = 0,
              sleep: Callable[[float], None] = time.sleep, limiter: RateLimiter | None = None,
              asked_before: dict[str, Answer] | None = None, warn: bool = True) -> RunReport:
-    """Ask a fitted teacher about `clips` (in priority order); `cached`: answers by cache key.
+    """Ask a fitted teacher about `clips` (in priority order); `cached`: answers by cache key,
+    or a function that reads those of the clips' keys (one per clip) from the cache.
 
     New answers go to `sink` in batches of at least `flush_every`, at most one batch every
     `flush_interval_s` unless `flush_max` are waiting (and the rest at the end): a crash loses
@@ -120,10 +122,12 @@ def ask_pool(teacher: Teacher, clips: Sequence[Clip], cached: Mapping[str, Answe
             with rng_lock:
                 return rng.uniform(a, b)
 
+    keys = [teacher.key(clip, question) for clip in clips]
+    if callable(cached):
+        cached = cached(keys)
     asked: dict[str, Asked] = {}        # by clip id
     first_of_key: dict[str, Clip] = {}  # the one clip asked for each key in this run
-    for clip in clips:
-        key = teacher.key(clip, question)
+    for clip, key in zip(clips, keys, strict=True):
         if key in cached:
             asked[clip.clip_id] = Asked(clip, key, cached[key], from_cache=True)
         elif asked_before and key in asked_before:     # asked in an earlier chunk of this run

@@ -1,5 +1,5 @@
--- The ids of the clips of one dataset and split that a teacher may be asked about (usable
--- media): the pool, without its rows (teacher_pool_rows reads those a chunk at a time).
+-- The ids of teacher_pool's clips (the same predicate: keep them alike): the pool, without its
+-- rows, which teacher_pool reads a chunk at a time.
 SELECT clip_id
 FROM clips
 WHERE dataset = $dataset
