@@ -22,7 +22,9 @@ import gc
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -231,8 +233,10 @@ def fold_jobs(y: np.ndarray, config: TrainConfig, pseudo: np.ndarray | None = No
     return jobs
 
 
-def fit_fold(data: FoldData, job: FoldJob) -> dict:
-    """Fit one fold model; its out-of-fold and pool probabilities per head, bytes and scores."""
+def fit_fold(data: FoldData, job: FoldJob, pool_file: str | None = None) -> dict:
+    """Fit one fold model; its out-of-fold and pool probabilities per head, bytes and scores.
+    `pool_file`: the pool's probabilities are written to that file a chunk of rows at a time
+    and handed on as a `HeadFile` of it (a forked worker's, instead of an array and its pickle)."""
     # The fold's rows are read in place from the shared bundle, never copied out of it.
     tr, va = data.train_rows[job.tr], data.train_rows[job.va]
     model = data.config.build(data.label_set, job.fusion, job.seed * 1000 + job.fold).fit(
@@ -240,19 +244,66 @@ def fit_fold(data: FoldData, job: FoldJob) -> dict:
         val=(data.bundle, data.y[job.va], va), pseudo=None if data.pseudo is None else data.pseudo[job.tr],
         rows=tr,
     )
-    return {"oof": model.predict_proba(data.bundle, va),
-            "pred": model.predict_proba(data.bundle, data.predict_rows),
+    pred = (model.predict_proba(data.bundle, data.predict_rows) if pool_file is None
+            else predict_to_file(model, data.bundle, data.predict_rows, pool_file))
+    return {"oof": model.predict_proba(data.bundle, va), "pred": pred,
             "bytes": model.to_bytes(), "val_f1": model.val_f1_, "best_epoch": model.best_epoch_}
 
 
-# The fold data and jobs of the running `fit_folds`, inherited by its forked workers (never pickled:
-# at 100,000 candidates the bundle is ~330 MB, shared copy-on-write).
-_SHARED: tuple[FoldData, list[FoldJob]] | None = None
+# Pool rows a fold worker predicts, then writes, at a time: a multiple of the 256-row batches
+# `FusionClassifier.predict_proba` runs, so the batches (and the probabilities) are those of
+# one call over every row.
+PREDICT_CHUNK = 32 * 256
+
+
+class HeadFile(Mapping):
+    """One fold model's probabilities per head (each rows x labels, float32) in a raw file,
+    head after head, read a head at a time when asked (`np.fromfile`: not mapped, so the
+    reader holds only the head it reads). Small to pickle: a fold worker hands this on, not
+    the pool's probabilities (at 100,000 candidates 17 MB per MoE fold model, and as much
+    again for their pickle in the worker and their copy in the flow)."""
+
+    def __init__(self, path: str, heads: Sequence[str], rows: int, labels: int) -> None:
+        self.path, self.heads, self.rows, self.labels = str(path), tuple(heads), int(rows), int(labels)
+
+    def __getitem__(self, head: str) -> np.ndarray:
+        i = self.heads.index(head)
+        size = self.rows * self.labels
+        return np.fromfile(self.path, np.float32, count=size, offset=i * size * 4).reshape(self.rows, self.labels)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.heads)
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+
+def predict_to_file(model: FusionClassifier, bundle: Bundle, rows: np.ndarray, path: str) -> HeadFile:
+    """`model.predict_proba(bundle, rows)` written to `path` a chunk of `PREDICT_CHUNK` rows at
+    a time (`HeadFile`'s layout): only a chunk's probabilities are ever in memory."""
+    rows = np.asarray(rows)
+    heads: list[str] = []
+    labels = len(model.labels)
+    block = len(rows) * labels * 4                         # one head's bytes
+    with open(path, "wb") as f:
+        for start in range(0, len(rows), PREDICT_CHUNK):
+            probs = model.predict_proba(bundle, rows[start:start + PREDICT_CHUNK])
+            heads = heads or list(probs)
+            for i, head in enumerate(heads):
+                f.seek(i * block + start * labels * 4)
+                f.write(np.ascontiguousarray(probs[head], np.float32))
+    return HeadFile(path, heads, len(rows), labels)
+
+
+# The fold data and jobs of the running `fit_folds`, and the folder of its fits' pool files,
+# inherited by its forked workers (never pickled: at 100,000 candidates the bundle is ~330 MB,
+# shared copy-on-write).
+_SHARED: tuple[FoldData, list[FoldJob], str] | None = None
 
 
 def _fit_shared(i: int) -> dict:
-    data, jobs = _SHARED
-    out = fit_fold(data, jobs[i])
+    data, jobs, scratch = _SHARED
+    out = fit_fold(data, jobs[i], pool_file=os.path.join(scratch, f"fit-{i}.f32"))
     # The pool prediction's freed batch arrays stay resident in the worker's heap (glibc's
     # dynamic mmap threshold moves blocks of their size into it): +180-490 MB private per
     # worker at 100,000 candidates, given back here before the next fit. (A fixed mmap
@@ -284,18 +335,21 @@ def _warm_torch(data: FoldData, job: FoldJob) -> None:
 
 def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator[dict]:
     """`fit_fold` of every job, in job order, each handed on as it returns (the caller stores
-    and lets go of one fit's pool probabilities before the next arrives). `workers` > 1: that
-    many forked processes fit side by side (one torch thread each, as in this process); each
-    fit is seeded by its own (seed, fold), so the results are the same as with one worker.
-    Where fork is unavailable (Windows), one worker."""
+    and lets go of one fit's pool probabilities before it asks for the next). `workers` > 1:
+    that many forked processes fit side by side (one torch thread each, as in this process);
+    each fit is seeded by its own (seed, fold), so the results are the same as with one worker.
+    A worker's pool probabilities come as a `HeadFile` in a temporary folder (TMPDIR), removed
+    when the caller asks for the next fit (the folder when the fits end). Where fork is
+    unavailable (Windows), one worker."""
     global _SHARED
     if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
         for job in jobs:
             yield fit_fold(data, job)
         return
-    _SHARED = (data, jobs)
-    _warm_torch(data, jobs[0])
+    scratch = tempfile.mkdtemp(prefix="mersemi-fits-")
+    _SHARED = (data, jobs, scratch)
     try:
+        _warm_torch(data, jobs[0])
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"),
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             fits = pool.map(_fit_shared, range(len(jobs)))
@@ -303,13 +357,24 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
             # they have ended, so that their memory is not held while the caller stores it.
             try:
                 for _ in range(len(jobs) - 1):
-                    yield next(fits)
+                    yield from _hand_on(next(fits))
                 last = next(fits)
             finally:
                 fits.close()        # the caller stopped early: the fits not begun are cancelled
+        _SHARED = None
+        yield from _hand_on(last)
     finally:
         _SHARED = None
-    yield last
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _hand_on(fit: dict) -> Iterator[dict]:
+    """Hand `fit` on; once the caller is back for the next, its pool file is removed."""
+    pred = fit.get("pred")
+    yield fit
+    if isinstance(pred, HeadFile):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pred.path)
 
 
 def release_memory() -> None:

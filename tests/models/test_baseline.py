@@ -208,3 +208,23 @@ def test_evaluate_matches_sklearn_weighted_f1():
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["recall"] == {"a": 0.5, "b": 1.0, "c": pytest.approx(2 / 3)}
     assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+def test_scalers_read_a_chunk_of_rows_at_a_time_give_numpys_mean_and_std_bit_for_bit():
+    from models.baseline import _frames, column_stats
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(40.0, 25.0, (3000, 57)).astype(np.float32)
+    rows = rng.permutation(3000)[:2500]
+    for chunk in (1, 7, 256, 4096):
+        mean, std = column_stats(lambda c: x[c], rows, chunk=chunk)
+        assert mean.dtype == std.dtype == np.float32
+        np.testing.assert_array_equal(mean, x[rows].mean(0))
+        np.testing.assert_array_equal(std, x[rows].std(0) + 1e-6)
+    # A sequence input: the frames of the chosen clips, absent and empty ones left out.
+    seqs = [None if i % 5 == 0 else rng.normal(-3.0, 2.0, (i % 9, 6)).astype(np.float32) for i in range(400)]
+    frames = np.concatenate([s for s in seqs if s is not None and len(s)])
+    mean, std = column_stats(lambda c: _frames(seqs, c), np.arange(400), chunk=13)
+    np.testing.assert_array_equal(mean, frames.mean(0))
+    np.testing.assert_array_equal(std, frames.std(0) + 1e-6)
+    assert column_stats(lambda c: x[c], np.array([], int)) == (0.0, 1.0)

@@ -356,6 +356,54 @@ def test_fold_models_fitted_by_two_processes_give_the_same_results(corpus, tmp_p
     assert a.metrics == b.metrics
 
 
+def test_a_pool_written_a_chunk_at_a_time_reads_back_as_one_prediction(monkeypatch, tmp_path):
+    from tests.models.test_baseline import LABELS as THREE, make_bundle
+
+    bundle, y = make_bundle(n=700)
+    rows = np.random.default_rng(5).permutation(len(bundle))[:650]
+    monkeypatch.setattr(train_module, "PREDICT_CHUNK", 256)       # three chunks and a rest
+    for fusion in ("moe", "attention"):
+        model = FusionClassifier(THREE, fusion=fusion, epochs=2, seed=1, hidden=8).fit(bundle, y)
+        whole = model.predict_proba(bundle, rows)
+        stored = train_module.predict_to_file(model, bundle, rows, str(tmp_path / f"{fusion}.f32"))
+        assert list(stored) == list(whole) and len(stored) == len(whole)
+        for head, p in whole.items():          # bit for bit, NaN where an expert is absent
+            np.testing.assert_array_equal(stored[head], p, err_msg=head)
+        assert (tmp_path / f"{fusion}.f32").stat().st_size == len(whole) * 650 * 3 * 4
+    empty = train_module.predict_to_file(model, bundle, np.array([], np.int64), str(tmp_path / "none.f32"))
+    assert len(empty) == 0 and dict(empty) == {}
+
+
+def test_fold_workers_hand_the_pool_on_in_files_removed_once_read(corpus, tmp_path, monkeypatch):
+    registry, features, _ = corpus
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    monkeypatch.setattr(train_module.tempfile, "tempdir", None)   # TMPDIR is read again
+    config = TrainConfig(folds=3, seeds=(0,), fusions=("moe",), model={"epochs": 2, "hidden": 16},
+                         workers=2)
+    data = train_module.training_set(registry, features, config)
+    labels = train_module.training_labels(registry)
+    index = {c: i for i, c in enumerate(data.bundle.clip_ids)}
+    fold_data = train_module.FoldData(
+        data.bundle, np.array([index[c] for c in labels["clip_id"]]),
+        np.array([LABELS.index(lab) for lab in labels["label"]]), None,
+        np.array([index[c] for c in data.predict_ids]), LABELS, config)
+    jobs = train_module.fold_jobs(fold_data.y, config)
+    seen = []
+    for fit in fit_folds(fold_data, jobs, workers=2):
+        pred = fit["pred"]
+        assert isinstance(pred, train_module.HeadFile) and os.path.exists(pred.path)
+        seen.append((pred.path, {head: pred[head] for head in pred}))
+        # The fits read so far: their files are gone once the next is asked for.
+        assert not any(os.path.exists(path) for path, _ in seen[:-1])
+    assert list((tmp_path / "scratch").iterdir()) == []           # the folder too, at the end
+    alone = list(fit_folds(fold_data, jobs, workers=1))
+    for (_, probs), fit in zip(seen, alone, strict=True):
+        assert list(probs) == list(fit["pred"])
+        for head, p in fit["pred"].items():
+            np.testing.assert_array_equal(probs[head], p)
+
+
 def test_a_training_set_built_once_trains_as_the_frames_do(corpus, tmp_path):
     registry, features, _ = corpus
     config = TrainConfig(folds=3, seeds=(0,), fusions=("moe",), model={"epochs": 3, "hidden": 16})
@@ -373,7 +421,7 @@ def test_a_training_set_built_once_trains_as_the_frames_do(corpus, tmp_path):
 
 def test_fit_folds_runs_jobs_in_forked_workers_and_keeps_job_order(monkeypatch):
     jobs = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(4)]
-    monkeypatch.setattr(train_module, "fit_fold", lambda data, job: {"fold": job.fold, "pid": os.getpid()})
+    monkeypatch.setattr(train_module, "fit_fold", lambda data, job, pool_file=None: {"fold": job.fold, "pid": os.getpid()})
     monkeypatch.setattr(train_module, "_warm_torch", lambda data, job: None)
     out = list(fit_folds(None, jobs, workers=2))
     assert [o["fold"] for o in out] == [0, 1, 2, 3]
@@ -383,7 +431,7 @@ def test_fit_folds_runs_jobs_in_forked_workers_and_keeps_job_order(monkeypatch):
 
 def test_fit_folds_hands_the_last_fit_on_after_the_workers_end_and_cancels_on_an_early_stop(
         monkeypatch, tmp_path):
-    def fit(data, job):
+    def fit(data, job, pool_file=None):
         (tmp_path / f"fit-{job.fold}").touch()
         time.sleep(0.5)
         return {"fold": job.fold, "pid": os.getpid()}
@@ -413,7 +461,7 @@ SLOW_FITS = """
 import os, sys, time
 import numpy as np
 from tasks import train as t
-def slow(data, job):
+def slow(data, job, pool_file=None):
     open(os.path.join(sys.argv[1], str(os.getpid())), "w").close()
     time.sleep(300)
 t.fit_fold = slow
