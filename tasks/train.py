@@ -269,7 +269,8 @@ class HeadFile(Mapping):
     def __getitem__(self, head: str) -> np.ndarray:
         i = self.heads.index(head)
         size = self.rows * self.labels
-        return np.fromfile(self.path, np.float32, count=size, offset=i * size * 4).reshape(self.rows, self.labels)
+        values = np.fromfile(self.path, np.float32, count=size, offset=i * size * 4)
+        return values.reshape(self.rows, self.labels)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.heads)

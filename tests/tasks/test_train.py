@@ -357,7 +357,8 @@ def test_fold_models_fitted_by_two_processes_give_the_same_results(corpus, tmp_p
 
 
 def test_a_pool_written_a_chunk_at_a_time_reads_back_as_one_prediction(monkeypatch, tmp_path):
-    from tests.models.test_baseline import LABELS as THREE, make_bundle
+    from tests.models.test_baseline import LABELS as THREE
+    from tests.models.test_baseline import make_bundle
 
     bundle, y = make_bundle(n=700)
     rows = np.random.default_rng(5).permutation(len(bundle))[:650]
@@ -421,7 +422,8 @@ def test_a_training_set_built_once_trains_as_the_frames_do(corpus, tmp_path):
 
 def test_fit_folds_runs_jobs_in_forked_workers_and_keeps_job_order(monkeypatch):
     jobs = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(4)]
-    monkeypatch.setattr(train_module, "fit_fold", lambda data, job, pool_file=None: {"fold": job.fold, "pid": os.getpid()})
+    monkeypatch.setattr(train_module, "fit_fold",
+                        lambda data, job, pool_file=None: {"fold": job.fold, "pid": os.getpid()})
     monkeypatch.setattr(train_module, "_warm_torch", lambda data, job: None)
     out = list(fit_folds(None, jobs, workers=2))
     assert [o["fold"] for o in out] == [0, 1, 2, 3]
