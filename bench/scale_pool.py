@@ -225,16 +225,22 @@ def build(ws: Path, n_train: int, n_pool: int, au_frames: int, joint: int, teach
 
 
 # ---- measuring a stage ----------------------------------------------------------------------
+def rollup(pid: int) -> dict[str, int]:
+    """The kernel's memory sums of a process (/proc/PID/smaps_rollup), bytes by field (Pss,
+    Private_Clean, ...). psutil's memory_full_info parses all of smaps, which took a third of a
+    core at 10 samples a second on a 2 GB process."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return {k[:-1]: int(v[0]) * 1024 for k, *v in map(str.split, f) if k.endswith(":") and v}
+
+
 def tree_pss(proc: psutil.Process) -> tuple[int, int]:
     """Proportional set size of a process and the sum of its children's: pages shared between
     them (forked fold workers share the bundle copy-on-write) counted once, split between
     sharers. Summed RSS would count a shared page once per process."""
     own = children = 0
     for p in [proc, *proc.children(recursive=True)]:
-        # smaps_rollup: the kernel's sum (psutil's memory_full_info parses all of smaps, which
-        # took a third of a core at 10 samples a second on a 2 GB process).
-        with contextlib.suppress(OSError), open(f"/proc/{p.pid}/smaps_rollup") as f:
-            pss = next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+        with contextlib.suppress(OSError):
+            pss = rollup(p.pid)["Pss"]
             if p.pid == proc.pid:
                 own = pss
             else:

@@ -11,16 +11,9 @@ import sys
 import time
 
 import psutil
+from scale_pool import rollup  # this folder is on the path when the script runs
 
-
-def roll(pid):
-    out = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            k, *v = line.split()
-            if k in ("Pss:", "Private_Clean:", "Private_Dirty:", "Rss:"):
-                out[k[:-1]] = int(v[0]) / 1024
-    return out
+MB = 1 << 20
 
 t0 = time.perf_counter()
 proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
@@ -35,7 +28,7 @@ while proc.poll() is None:
     tot = 0
     for p in procs:
         try:
-            r = roll(p.pid)
+            r = {k: v / MB for k, v in rollup(p.pid).items()}
         except OSError:
             continue
         tot += r["Pss"]

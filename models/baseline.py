@@ -112,22 +112,21 @@ def column_stats(read: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
     sum starts from the rows before it). No row: (0, 1)."""
     chunk = chunk or STATS_CHUNK
     parts = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
-    total, n = None, 0
-    for part in parts:
-        x = read(part)
-        if len(x):
-            total = x.sum(0) if total is None else np.add.reduce(np.concatenate([total[None], x]), axis=0)
-            n += len(x)
+
+    def column_sum(chunks: Iterator[np.ndarray]) -> tuple[np.ndarray | None, int]:
+        """(the sum of the chunks' rows, one row after another (None: no row), how many)."""
+        total, n = None, 0
+        for x in chunks:
+            if len(x):
+                total = x.sum(0) if total is None else np.add.reduce(np.concatenate([total[None], x]), axis=0)
+                n += len(x)
+        return total, n
+
+    total, n = column_sum(map(read, parts))
     if total is None:
         return np.asarray(0.0, np.float32), np.asarray(1.0, np.float32)
     mean = np.true_divide(total, n, out=total, casting="unsafe")
-    squares = None
-    for part in parts:
-        d = read(part) - mean
-        if not len(d):
-            continue
-        d = np.multiply(d, d, out=d)
-        squares = d.sum(0) if squares is None else np.add.reduce(np.concatenate([squares[None], d]), axis=0)
+    squares, _ = column_sum((d := read(part) - mean) * d for part in parts)
     var = np.true_divide(squares, n, out=squares, casting="unsafe")
     return mean.astype(np.float32), (np.sqrt(var, out=var) + 1e-6).astype(np.float32)
 

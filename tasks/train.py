@@ -362,7 +362,6 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
                 last = next(fits)
             finally:
                 fits.close()        # the caller stopped early: the fits not begun are cancelled
-        _SHARED = None
         yield from _hand_on(last)
     finally:
         _SHARED = None
@@ -401,7 +400,7 @@ class PoolPredictions:
     has) are added one at a time, as their fits return (`add`), each head's in `member_order`
     (the means then do not depend on the order in which fits finish); `finish` makes the
     means. With `keep_folds` the fold models' blocks are kept for `frames()`; without, the
-    caller writes each as it comes (`part_frames`) and only the running means are held: at
+    caller writes each as it comes (`write`) and only the running means are held: at
     100,000 candidates the fold blocks of a round are 3.2 M rows, which the flows only ever
     write to the predictions artifact. What the flows read is `mean_frame()`.
     `of(ids, parts, label_set)`: all at once."""
@@ -438,8 +437,14 @@ class PoolPredictions:
         pool.finish()
         return pool
 
-    def add(self, keys: dict, probs: dict[str, np.ndarray]) -> None:
+    def add(self, keys: dict, probs: Mapping[str, np.ndarray]) -> None:
         """One fold model's probabilities per head (rows in `ids` order) into the means."""
+        for _ in self._added(keys, probs):
+            pass
+
+    def _added(self, keys: dict, probs: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+        """`add`, handing out each head's block once it is in the means: a `HeadFile`'s head is
+        read once, for the means and its frame."""
         if self._done:
             raise ValueError("fold model added after the means were made")
         unknown = sorted(set(probs) - set(self.categories["head"]))
@@ -461,18 +466,14 @@ class PoolPredictions:
             if self.keep_folds:
                 self.blocks.append((head, fusion, seed, fold, p))
                 self.n_fold_blocks += 1
+            yield head, p
 
-    def part_frames(self, keys: dict, probs: dict[str, np.ndarray]) -> Iterator[pd.DataFrame]:
-        """The frames of one fold model's blocks (one per head, in its heads' order)."""
-        for head, p in probs.items():
-            yield self._frame((head, str(keys["fusion"]), str(keys["seed"]), str(keys["fold"]), p))
-
-    def write(self, parts: Iterable[tuple[dict, dict[str, np.ndarray]]]) -> Iterator[pd.DataFrame]:
-        """Add each part as it comes and hand out its frames (for `ArtifactStore.save_frames`),
-        then the means' frames."""
+    def write(self, parts: Iterable[tuple[dict, Mapping[str, np.ndarray]]]) -> Iterator[pd.DataFrame]:
+        """Add each part as it comes and hand out the frames of its blocks, a head at a time
+        (for `ArtifactStore.save_frames`), then the means' frames."""
         for keys, probs in parts:
-            self.add(keys, probs)
-            yield from self.part_frames(keys, probs)
+            for head, p in self._added(keys, probs):
+                yield self._frame((head, str(keys["fusion"]), str(keys["seed"]), str(keys["fold"]), p))
         yield from self.frames(means_only=True)
 
     def save(self, store: ArtifactStore, run_id: str, stage: str) -> ArtifactRef:
