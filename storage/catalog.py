@@ -7,13 +7,22 @@ one write transaction (`Catalog.writer()`), and audit readers (`Catalog.reader()
 that lock with a bounded back-off instead of failing. Tasks never open the catalog: they
 return data and the flow records it.
 
+DuckDB's own lock is a POSIX record lock, which a process loses when it closes *any*
+descriptor of the file, and which DuckDB takes only after it has read the file's header. So
+every session first takes `catalog.duckdb.lock` (flock: shared for a reader, exclusive for the
+writer, held until DuckDB has closed the file), queueing a writer ahead of new readers through
+`catalog.duckdb.queue`; DuckDB's lock still keeps out other tools.
+
 The schema lives in `storage/sql/migrations/` (one file per version, applied in order);
 queries live in `storage/sql/<name>.sql`, one per file, and take bound parameters only.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -136,10 +145,85 @@ class Catalog:
 
     def __init__(self, path: str | Path, lock_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.queue_path = self.path.with_name(self.path.name + ".queue")
         self.lock_timeout_s = lock_timeout_s
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r})"
+
+    @contextmanager
+    def _session(self, read_only: bool) -> Iterator[Session]:
+        """A connection inside the session lock, which is released only once DuckDB has closed
+        the file."""
+        with self._locked(shared=read_only):
+            session = Session(self._connect(read_only))
+            try:
+                yield session
+            finally:
+                session.close()
+
+    @contextmanager
+    def _locked(self, shared: bool) -> Iterator[None]:
+        """Shared (a reader) or exclusive (the writer) hold of the catalog's session lock.
+
+        A writer first takes the queue lock and keeps it: readers pass the queue lock only to
+        take the session lock, so a writer waits for the readers already in, not for a stream of
+        new ones."""
+        with self._lock_file(self.queue_path, shared) as queue, \
+                self._lock_file(self.lock_path, shared) as held:
+            if queue is None or held is None:
+                yield
+                return
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            deadline = time.monotonic() + self.lock_timeout_s
+            self._wait(queue, mode, deadline)
+            try:
+                self._wait(held, mode, deadline)
+                if shared:
+                    fcntl.flock(queue, fcntl.LOCK_UN)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(held, fcntl.LOCK_UN)
+            finally:
+                fcntl.flock(queue, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _lock_file(self, path: Path, shared: bool) -> Iterator[int | None]:
+        """A descriptor of a lock file; None for a reader of a folder it cannot write that has
+        no lock file (read-only media with no writer: DuckDB's lock is enough there)."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if not shared or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise CatalogError(f"cannot open the catalog's lock file {path}: {exc}") from exc
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                yield None
+                return
+        try:
+            yield fd
+        finally:
+            # Unlocking is explicit (above) before this close: a process forked meanwhile shares
+            # the descriptor, and its copy must not keep the lock.
+            os.close(fd)
+
+    def _wait(self, fd: int, mode: int, deadline: float) -> None:
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CatalogError(
+                        f"catalog {self.path} stayed locked by another process or thread for "
+                        f"{self.lock_timeout_s:.0f} s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
@@ -213,8 +297,7 @@ class Catalog:
         whole transaction back and raises CatalogError naming the file: the catalog stays as it
         was before the transaction."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        session = Session(self._connect(read_only=False))
-        try:
+        with self._session(read_only=False) as session:
             self._migrate(session.con)
             session.con.execute("BEGIN")
             try:
@@ -233,8 +316,6 @@ class Catalog:
                 # transaction is active".
                 _rollback(session.con)
                 raise self._write_failed(exc) from exc
-        finally:
-            session.close()
 
     def _write_failed(self, exc: Exception) -> CatalogError:
         return CatalogError(f"could not write the catalog {self.path}: {exc}; the transaction was "
@@ -251,8 +332,7 @@ class Catalog:
         """A read-only connection; refuses a catalog of another schema version."""
         if not self.path.exists():
             raise CatalogError(f"no catalog at {self.path}: run `mersemi ingest` first")
-        session = Session(self._connect(read_only=True))
-        try:
+        with self._session(read_only=True) as session:
             version = self.version(session.con)
             if version != SCHEMA_VERSION:
                 raise CatalogError(
@@ -262,8 +342,6 @@ class Catalog:
                        else "upgrade mersemi")
                 )
             yield session
-        finally:
-            session.close()
 
     def failed_checks(self) -> dict[str, pd.DataFrame]:
         """Invariant queries that returned rows (an empty dict means the catalog is sound)."""

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing as mp
+import os
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -103,6 +109,83 @@ def test_reader_gives_up_with_a_clear_message(tmp_path):
             pass
     finally:
         holder.join()
+
+
+TRY_WRITER = """
+import sys
+from storage.catalog import Catalog, CatalogError
+try:
+    with Catalog(sys.argv[1], lock_timeout_s=0.5).writer() as s:
+        s.query("SELECT 1")
+    print("wrote")
+except CatalogError as exc:
+    print("refused:", exc)
+"""
+
+
+def _try_writer(path: Path) -> str:
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", TRY_WRITER, str(path)], cwd=repo, capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(repo)}, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_reader_keeps_writers_out_when_its_process_closes_another_descriptor_of_the_file(tmp_path):
+    # DuckDB's own lock is a POSIX record lock: a process drops it when it closes any descriptor
+    # of the file (DuckDB itself opens the file more than once). The session lock must hold.
+    cat = Catalog(tmp_path / "c.duckdb")
+    with cat.writer():
+        pass
+    with cat.reader() as s:
+        cat.path.open("rb").close()
+        assert _try_writer(cat.path).startswith("refused: catalog")
+        assert s.frame("list_runs", limit=1).empty
+    assert _try_writer(cat.path) == "wrote\n"
+
+
+def test_a_waiting_writer_goes_ahead_of_readers_that_come_after_it(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb", lock_timeout_s=20)
+    with cat.writer():
+        pass
+    order = []
+    with cat.reader():
+        writer = threading.Thread(target=_write_and_note, args=(cat, order))
+        writer.start()
+        deadline = time.monotonic() + 10
+        while not _queued(cat) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reader = threading.Thread(target=_read_and_note, args=(cat, order))
+        reader.start()
+        time.sleep(0.3)
+        assert order == []                       # the writer waits for the reader already in
+    writer.join(10)
+    reader.join(10)
+    assert order == ["wrote", "read"]
+
+
+def _queued(cat: Catalog) -> bool:
+    fd = os.open(cat.queue_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _write_and_note(cat: Catalog, order: list) -> None:
+    with cat.writer():
+        time.sleep(0.2)
+    order.append("wrote")
+
+
+def _read_and_note(cat: Catalog, order: list) -> None:
+    with cat.reader():
+        pass
+    order.append("read")
 
 
 def test_checks_pass_on_a_sound_catalog_and_catch_violations(tmp_path):
