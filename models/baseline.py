@@ -31,12 +31,16 @@ class ExpertInput:
     kind: str  # vector, sequence or joint
     present: np.ndarray  # (N,) bool
     x: np.ndarray | None = None  # vector: (N, D) float32
-    seqs: list[np.ndarray] | None = None  # sequence: N arrays (T_i, D); joint: audio side
-    seqs2: list[np.ndarray] | None = None  # joint: text side
+    # sequence: per clip a (T_i, D) array or None, as a list or anything indexable with a
+    # `take(idx)` (storage.feature_cache.Ragged); joint: the audio side
+    seqs: Sequence[np.ndarray | None] | None = None
+    seqs2: Sequence[np.ndarray | None] | None = None  # joint: the text side
 
     def subset(self, idx: np.ndarray) -> ExpertInput:
         def take(seqs):
-            return None if seqs is None else [seqs[i] for i in idx]
+            if seqs is None:
+                return None
+            return seqs.take(idx) if hasattr(seqs, "take") else [seqs[i] for i in idx]
 
         return ExpertInput(
             self.name,

@@ -160,31 +160,79 @@ def gather_vectors(source: FeatureSource, ids: Sequence[str]) -> tuple[np.ndarra
     return (np.zeros((len(ids), 0), np.float32) if out is None else out), present
 
 
-def gather_sequences(source: FeatureSource, ids: Sequence[str]
-                     ) -> tuple[list[np.ndarray | None], np.ndarray]:
-    """(per clip of `ids` its (T, D) float32 sequence or None, the bool mask of clips with one).
-    Each sequence is a view of its batch's one values buffer. A sequence whose length is not
-    seq_len x seq_dim is an error naming the clip."""
+class Ragged(Sequence):
+    """Per clip a (T, D) float32 sequence or None, as a few flat value buffers (the batches'
+    own) and four integers per clip: its buffer (-1: none), where it starts, T and D.
+
+    A list of per-clip arrays costs a numpy object (~130 bytes) per clip, and each process forked
+    from the one holding it copies the pages those objects sit on as their reference counts
+    change; here a clip's view is made when it is asked for. `take` selects clips without copying
+    a value."""
+
+    __slots__ = ("buffers", "buffer", "start", "steps", "width")
+
+    def __init__(self, buffers: Sequence[np.ndarray], buffer: np.ndarray, start: np.ndarray,
+                 steps: np.ndarray, width: np.ndarray) -> None:
+        self.buffers = list(buffers)
+        self.buffer, self.start = np.asarray(buffer, np.int32), np.asarray(start, np.int64)
+        self.steps, self.width = np.asarray(steps, np.int32), np.asarray(width, np.int32)
+
+    @classmethod
+    def empty(cls, n: int) -> Ragged:
+        return cls([], np.full(n, -1, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32),
+                   np.zeros(n, np.int32))
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        b = int(self.buffer[i])
+        if b < 0:
+            return None
+        t, d, s = int(self.steps[i]), int(self.width[i]), int(self.start[i])
+        return self.buffers[b][s:s + t * d].reshape(t, d)
+
+    def take(self, idx) -> Ragged:
+        idx = np.asarray(idx, dtype=np.intp)
+        return Ragged(self.buffers, self.buffer[idx], self.start[idx], self.steps[idx], self.width[idx])
+
+    def __repr__(self) -> str:
+        return f"Ragged({len(self)} clips, {int((self.buffer >= 0).sum())} with a sequence)"
+
+
+def gather_sequences(source: FeatureSource, ids: Sequence[str]) -> tuple[Ragged, np.ndarray]:
+    """(per clip of `ids` its (T, D) float32 sequence or None, as a Ragged over the batches' value
+    buffers; the bool mask of clips with one). A clip with several rows takes its last. A
+    sequence whose length is not seq_len x seq_dim is an error naming the clip."""
     index = _index(ids)
-    seqs: list[np.ndarray | None] = [None] * len(ids)
+    out = Ragged.empty(len(ids))
     present = np.zeros(len(ids), dtype=bool)
     for batch in _batches(source):
         bids, ok, values, offsets, lengths = _rows(batch, "sequence")
         seq_len = batch.column("seq_len").to_numpy(zero_copy_only=False)
         seq_dim = batch.column("seq_dim").to_numpy(zero_copy_only=False)
         has = ok & (lengths > 0)
+        steps = np.where(has, np.nan_to_num(seq_len.astype(float)), 0).astype(np.int64)
+        width = np.where(has, np.nan_to_num(seq_dim.astype(float)), 0).astype(np.int64)
+        bad = np.flatnonzero(has & (steps * width != lengths))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"feature sequence of clip {bids[i]!r} has {lengths[i]} values, "
+                             f"not seq_len x seq_dim = {steps[i]} x {width[i]}")
         pos = index.get_indexer(bids)
-        for i in np.flatnonzero(has | (pos >= 0)):
-            seq = None
-            if has[i]:
-                shape = (int(seq_len[i]), int(seq_dim[i]))
-                if shape[0] * shape[1] != lengths[i]:
-                    raise ValueError(f"feature sequence of clip {bids[i]!r} has {lengths[i]} values, "
-                                     f"not seq_len x seq_dim = {shape[0]} x {shape[1]}")
-                seq = values[offsets[i]:offsets[i + 1]].reshape(shape)
-            if pos[i] >= 0:
-                seqs[pos[i]], present[pos[i]] = seq, has[i]
-    return seqs, present
+        wanted = pos >= 0
+        rows = np.flatnonzero(wanted)
+        _, last = np.unique(pos[rows][::-1], return_index=True)   # a clip's last row in the batch
+        rows = rows[len(rows) - 1 - last]
+        at = pos[rows]
+        if has[rows].any():
+            out.buffers.append(values)
+        out.buffer[at] = np.where(has[rows], len(out.buffers) - 1, -1)
+        out.start[at], out.steps[at], out.width[at] = offsets[rows], steps[rows], width[rows]
+        present[at] = has[rows]
+    return out, present
 
 
 def vectors(table: pa.Table | pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -194,7 +242,7 @@ def vectors(table: pa.Table | pd.DataFrame) -> tuple[list[str], np.ndarray, np.n
     return (ids, *gather_vectors(table, ids))
 
 
-def sequences(table: pa.Table | pd.DataFrame) -> tuple[list[str], list[np.ndarray | None], np.ndarray]:
+def sequences(table: pa.Table | pd.DataFrame) -> tuple[list[str], Ragged, np.ndarray]:
     """(clip ids, per clip its (T, D) float32 sequence or None, (N,) bool mask of clips with one)
     of a whole feature set (one row per clip)."""
     ids = _clip_ids(table)

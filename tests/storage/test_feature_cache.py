@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,7 +77,8 @@ def test_a_vector_or_sequence_of_the_wrong_length_names_the_clip():
 def test_an_empty_table():
     ids, x, ok = vectors(table([]))
     assert ids == [] and x.shape == (0, 0) and ok.shape == (0,)
-    assert sequences(table([]))[1] == []
+    _, seqs, has = sequences(table([]))
+    assert len(seqs) == 0 and list(seqs) == [] and has.shape == (0,)
 
 
 def test_gathered_rows_follow_the_asked_order_from_a_file_read_a_row_group_at_a_time(tmp_path):
@@ -104,6 +107,38 @@ def test_a_clip_with_two_rows_takes_its_last():
     assert present.tolist() == [False, True] and (x[0] == 0).all()
     seqs, has = gather_sequences(table(records), ["a", "e"])
     assert has.tolist() == [False, True] and seqs[0] is None
+
+
+def test_a_clip_whose_later_row_is_in_a_later_row_group_takes_that_row(tmp_path):
+    path = tmp_path / "set.parquet"
+    later = dict(rows()[3], clip_id="b")                              # b: missing, then ok
+    earlier = dict(rows()[1], clip_id="a")                            # a: ok, then missing
+    pq.write_table(table(rows() + [later, earlier]), path, row_group_size=5)
+    seqs, has = gather_sequences(ParquetBatches(path, TRAINING_COLUMNS), ["a", "b", "e"])
+    assert has.tolist() == [False, True, True] and seqs[0] is None
+    assert seqs[1].tolist() == [[5.0, 6.0]] and seqs[2].shape == (3, 2)
+
+
+def test_sequences_hold_no_array_per_clip_and_a_subset_copies_no_value():
+    n = 20_000
+    records = [{"clip_id": f"c{i:05d}", "status": "ok", "dim": None, "vector": None, "seq_len": 3,
+                "seq_dim": 2, "sequence": [float(i)] * 6} for i in range(n)]
+    source = table(records)
+    ids = [f"c{i:05d}" for i in range(n)][::-1]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        seqs, has = gather_sequences(source, ids)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A view per clip costs ~130 bytes; four integers and the mask cost 21.
+    assert has.all() and held / n < 40, f"{held / n:.0f} bytes per clip"
+    assert seqs[0].tolist() == [[n - 1.0] * 2] * 3 and seqs[-1].tolist() == [[0.0] * 2] * 3
+    part = seqs.take([5, 0])
+    assert len(part) == 2 and part[1].tolist() == seqs[0].tolist()
+    assert np.shares_memory(part[0], seqs[5])
+    assert [s[0, 0] for s in seqs[:3]] == [n - 1.0, n - 2.0, n - 3.0]
 
 
 def test_asking_for_a_clip_twice_is_an_error():
