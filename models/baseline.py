@@ -60,6 +60,11 @@ class ExpertInput:
         return (_seq_dim(self.seqs), _seq_dim(self.seqs2))
 
 
+def _pick(seqs: Sequence[np.ndarray | None], idx: np.ndarray) -> list[np.ndarray | None]:
+    """The sequences of clips `idx`, through the sequence's own `views` where it has one."""
+    return seqs.views(idx) if hasattr(seqs, "views") else [seqs[i] for i in idx]
+
+
 def _seq_dim(seqs: list[np.ndarray]) -> int:
     return next(s.shape[1] for s in seqs if s is not None and s.size)
 
@@ -104,7 +109,7 @@ STATS_CHUNK = 4096
 
 def _frames(seqs: list[np.ndarray | None], idx: np.ndarray) -> np.ndarray:
     """The frames of the clips `idx` (those with any), one after another."""
-    picked = [seqs[i] for i in idx if seqs[i] is not None and len(seqs[i])]
+    picked = [s for s in _pick(seqs, idx) if s is not None and len(s)]
     return np.concatenate(picked) if picked else np.zeros((0, 0), np.float32)
 
 
@@ -192,9 +197,8 @@ class FusionClassifier:
                 parts = []
                 for j, seqs in enumerate((e.seqs, e.seqs2)[: 1 if e.kind == "sequence" else 2]):
                     m, s = stats[j]
-                    chosen = [
-                        None if seqs[i] is None else ((seqs[i] - m) / s).astype(np.float32) for i in idx
-                    ]
+                    chosen = [None if q is None else ((q - m) / s).astype(np.float32)
+                              for q in _pick(seqs, idx)]
                     parts += list(_pad(chosen, present, self.max_seq, len(m)))
                 inputs.append(tuple(parts))
         present = torch.from_numpy(np.stack([e.present[idx] for e in bundle.experts], axis=1))

@@ -547,6 +547,18 @@ def collect_predictions(pool: PoolPredictions, parts: Iterable[tuple[dict, dict[
     pool.stored = store_predictions(pool.write(parts))
 
 
+def fold_data(bundle: Bundle, labels_df: pd.DataFrame, label_set: tuple[str, ...],
+              config: TrainConfig, predict_ids: Sequence[str]) -> FoldData:
+    """The FoldData of the labelled clips `labels_df` (clip_id, label; weight and pseudo if
+    given) and the clips `predict_ids`, all of them clips of `bundle`."""
+    index = {c: i for i, c in enumerate(bundle.clip_ids)}
+    y = np.array([label_set.index(lab) for lab in labels_df["label"]])
+    pseudo = labels_df["pseudo"].to_numpy(bool) if "pseudo" in labels_df else np.zeros(len(y), bool)
+    return FoldData(bundle, np.array([index[c] for c in labels_df["clip_id"]]), y,
+                    labels_df["weight"].to_numpy(np.float32) if "weight" in labels_df else None,
+                    np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config, pseudo)
+
+
 def cross_validate(
     bundle: Bundle,
     labels_df: pd.DataFrame,
@@ -561,13 +573,8 @@ def cross_validate(
     as its fit returns, then the means; `ArtifactStore.save_frames`) and returns the artifact's
     reference (`TrainResult.pool.stored`); only the running means are held meanwhile. None:
     every block is kept in `TrainResult.pool` (for `save_training` to store)."""
-    index = {c: i for i, c in enumerate(bundle.clip_ids)}
-    y = np.array([label_set.index(lab) for lab in labels_df["label"]])
-    pseudo = labels_df["pseudo"].to_numpy(bool) if "pseudo" in labels_df else np.zeros(len(y), bool)
-    data = FoldData(bundle, np.array([index[c] for c in labels_df["clip_id"]]), y,
-                    labels_df["weight"].to_numpy(np.float32) if "weight" in labels_df else None,
-                    np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config, pseudo)
-    jobs = fold_jobs(y, config, pseudo)
+    data = fold_data(bundle, labels_df, label_set, config, predict_ids)
+    jobs = fold_jobs(data.y, config, data.pseudo)
     keys = [{"fusion": job.fusion, "seed": str(job.seed), "fold": str(job.fold)} for job in jobs]
     heads = {h for fusion in config.fusions for h in FusionClassifier.output_heads(fusion, bundle.names)}
     pool = PoolPredictions(list(predict_ids), label_set, keys, heads, keep_folds=store_predictions is None)
@@ -585,7 +592,7 @@ def cross_validate(
 
     collect_predictions(pool, fits(), store_predictions)
     oof = pd.concat(oof_parts, ignore_index=True)
-    metrics = oof_metrics(oof, labels_df[~pseudo], label_set)
+    metrics = oof_metrics(oof, labels_df[~data.pseudo], label_set)
     return TrainResult(oof, pool.mean_frame(), models, metrics, pool)
 
 

@@ -13,6 +13,7 @@ from storage.feature_cache import (
     SCHEMA,
     TRAINING_COLUMNS,
     ParquetBatches,
+    Ragged,
     gather_sequences,
     gather_vectors,
     sequences,
@@ -139,6 +140,11 @@ def test_sequences_hold_no_array_per_clip_and_a_subset_copies_no_value():
     assert len(part) == 2 and part[1].tolist() == seqs[0].tolist()
     assert np.shares_memory(part[0], seqs[5])
     assert [s[0, 0] for s in seqs[:3]] == [n - 1.0, n - 2.0, n - 3.0]
+    picked = [7, 3, 7, 0]
+    assert all(np.array_equal(a, b) and np.shares_memory(a, b)
+               for a, b in zip(seqs.views(picked), [seqs[i] for i in picked], strict=True))
+    none = Ragged.empty(2)
+    assert none.views([1, 0]) == [None, None] and none[1] is None
 
 
 def test_asking_for_a_clip_twice_is_an_error():

@@ -384,11 +384,7 @@ def test_fold_workers_hand_the_pool_on_in_files_removed_once_read(corpus, tmp_pa
                          workers=2)
     data = train_module.training_set(registry, features, config)
     labels = train_module.training_labels(registry)
-    index = {c: i for i, c in enumerate(data.bundle.clip_ids)}
-    fold_data = train_module.FoldData(
-        data.bundle, np.array([index[c] for c in labels["clip_id"]]),
-        np.array([LABELS.index(lab) for lab in labels["label"]]), None,
-        np.array([index[c] for c in data.predict_ids]), LABELS, config)
+    fold_data = train_module.fold_data(data.bundle, labels, LABELS, config, data.predict_ids)
     jobs = train_module.fold_jobs(fold_data.y, config)
     seen = []
     for fit in fit_folds(fold_data, jobs, workers=2):
