@@ -12,6 +12,10 @@ Optional denoising (`denoise=True`): spectral gating against the quietest 10 % o
 
 from __future__ import annotations
 
+import fcntl
+import os
+import tempfile
+
 import numpy as np
 
 from models.extractors.base import ClipInput, Extractor, FeatureRow
@@ -20,6 +24,34 @@ from models.hf import quiet_transformers
 from models.media import MAX_AUDIO_SECONDS, SAMPLE_RATE, MediaError
 
 HOP = 160   # 10 ms at 16 kHz
+# Held while a process first runs librosa's cached gufuncs (`warm_numba_cache`).
+NUMBA_WARM_LOCK = os.path.join(tempfile.gettempdir(), "mersemi-numba-warm.lock")
+_warmed = False
+
+
+def warm_numba_cache(features) -> None:
+    """Run `features` (a clip's feature function) once on a second of noise, one process at a
+    time on this machine, before the process extracts anything.
+
+    librosa's gufuncs (yin's localmin) are compiled with numba's `cache=True`, and numba writes a
+    gufunc's two cache files separately: processes compiling at once (the shard workers of a new
+    installation) can leave a pair from two of them, and every later load of it segfaults
+    (numba/numba#10128; seen here in the test suite on a new venv). Under the lock, the first
+    process compiles and writes the cache whole; the others wait and then load it."""
+    global _warmed
+    if _warmed:
+        return
+    fd = os.open(NUMBA_WARM_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)
+            features("numba-warm-up", noise)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    _warmed = True
 
 
 def pool_time(frames: np.ndarray, frame_hz: float, seq_hz: float) -> np.ndarray:
@@ -80,6 +112,7 @@ class AudioHandcrafted(_AudioExtractor):
         import librosa
 
         self.librosa_ = librosa
+        warm_numba_cache(self._features)
 
     def _features(self, clip_id: str, y: np.ndarray) -> FeatureRow:
         lr = self.librosa_

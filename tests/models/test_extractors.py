@@ -222,3 +222,34 @@ def test_detector_chain_falls_back_per_frame():
     assert make_detector("dlib").name == "dlib"
     with pytest.raises(ValueError, match="unknown face detector 'haar,mtcnn'"):
         make_detector("haar,mtcnn")
+
+
+def test_librosas_gufuncs_are_first_run_under_a_machine_wide_lock_once_per_process(monkeypatch, tmp_path):
+    # numba writes a gufunc's two cache files separately: processes compiling at once can leave a
+    # mixed pair that segfaults on every later load (numba/numba#10128). The first run is locked.
+    import fcntl
+    import os
+
+    from models.extractors import audio
+
+    monkeypatch.setattr(audio, "NUMBA_WARM_LOCK", str(tmp_path / "warm.lock"))
+    monkeypatch.setattr(audio, "_warmed", False)
+    runs = []
+
+    def features(clip_id, y):
+        fd = os.open(audio.NUMBA_WARM_LOCK, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):                 # another process would wait
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        runs.append((clip_id, y.dtype, len(y)))
+
+    audio.warm_numba_cache(features)
+    audio.warm_numba_cache(features)
+    assert runs == [("numba-warm-up", np.float32, audio.SAMPLE_RATE)]
+    fd = os.open(audio.NUMBA_WARM_LOCK, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)            # released afterwards
+    finally:
+        os.close(fd)
