@@ -8,7 +8,8 @@ that lock with a bounded back-off instead of failing. Tasks never open the catal
 return data and the flow records it.
 
 DuckDB's own lock is a POSIX record lock, which a process loses when it closes *any*
-descriptor of the file, and which DuckDB takes only after it has read the file's header. So
+descriptor of the file, and which DuckDB takes only after it has opened the file twice
+without one (strace of a read-only connect). So
 every session first takes `catalog.duckdb.lock` (flock: shared for a reader, exclusive for the
 writer, held until DuckDB has closed the file), queueing a writer ahead of new readers through
 `catalog.duckdb.queue`; DuckDB's lock still keeps out other tools.
