@@ -188,11 +188,7 @@ class Ragged(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return self.take(np.arange(len(self))[i])
-        b = int(self.buffer[i])
-        if b < 0:
-            return None
-        t, d, s = int(self.steps[i]), int(self.width[i]), int(self.start[i])
-        return self.buffers[b][s:s + t * d].reshape(t, d)
+        return self.views([i])[0]
 
     def views(self, idx) -> list[np.ndarray | None]:
         """The sequences of clips `idx` (None where a clip has none): `[self[i] for i in idx]`,
