@@ -37,6 +37,7 @@ from tasks.mine import (
     merge_accepted,
     mine_round_task,
     new_clip_counts,
+    remaining_pool,
     resume_rounds,
     stop_reason,
     teacher_votes,
@@ -119,7 +120,7 @@ def mine_flow(params: MineParams) -> dict:
                 # Accepted clips join training and leave the pool.
                 new = accepted_labels(result.decisions, params.weighting)
                 accepted = merge_accepted(accepted, new)
-                pool = sorted(set(pool) - set(new["clip_id"]))
+                pool = remaining_pool(pool, new["clip_id"])
                 best_cv = max(best_cv or 0.0, result.cv_weighted_f1)
                 # Recorded: the next round's training must not hold this round's predictions too.
                 del result

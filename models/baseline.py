@@ -71,7 +71,8 @@ def _seq_dim(seqs: list[np.ndarray]) -> int:
 
 @dataclass
 class Bundle:
-    clip_ids: list[str]
+    # A list, or a string array that takes an index array (tasks.train.build_bundle's: Arrow).
+    clip_ids: Sequence[str]
     experts: list[ExpertInput]
 
     def __len__(self) -> int:
@@ -79,7 +80,8 @@ class Bundle:
 
     def subset(self, idx) -> Bundle:
         idx = np.asarray(idx)
-        return Bundle([self.clip_ids[i] for i in idx], [e.subset(idx) for e in self.experts])
+        ids = self.clip_ids[idx] if hasattr(self.clip_ids, "dtype") else [self.clip_ids[i] for i in idx]
+        return Bundle(ids, [e.subset(idx) for e in self.experts])
 
     @property
     def names(self) -> list[str]:

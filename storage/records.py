@@ -352,10 +352,11 @@ def recorded_run(catalog: Catalog, run_id: str, command: str, params: dict,
         raise
 
 
-def mined_clips(catalog: Catalog, dataset: str, run_id: str) -> set[str]:
-    """Clips of `dataset` that an earlier (other) mining run has decided."""
+def mined_clips(catalog: Catalog, dataset: str, run_id: str) -> pd.api.extensions.ExtensionArray:
+    """Clips of `dataset` that an earlier (other) mining run has decided, as one Arrow string
+    array (a set of Python strings was ~100 bytes a clip, held for the whole run)."""
     with catalog.reader() as s:
-        return set(s.frame("mined_clips", dataset=dataset, run_id=run_id)["clip_id"])
+        return pd.array(s.frame("mined_clips", dataset=dataset, run_id=run_id)["clip_id"], dtype="str")
 
 
 def accepted_pseudo_labels(catalog: Catalog, run_id: str) -> pd.DataFrame:

@@ -344,7 +344,7 @@ def vote_table(pool_ids: Sequence[str], predictions: pd.DataFrame, teacher: pd.D
     voter "teacher". Each voter's votes are placed by position, not merged (a merge per voter
     copied the growing table each time), and a label is a code, not a Python string per clip
     (at 100,000 clips and 4 voters those were ~30 MB)."""
-    index = pd.Index(pd.array(list(pool_ids), dtype="str"))
+    index = pd.Index(pd.array(pool_ids, dtype="str"))
     if not index.is_unique:
         dup = index[index.duplicated()][0]
         raise ValueError(f"clip {dup!r} is in the pool twice")
@@ -463,15 +463,15 @@ def pseudo_labels(accepted: pd.DataFrame, weighting: str = "hard") -> pd.DataFra
 
 
 def resume_rounds(done: Sequence[dict], accepted: pd.DataFrame, pool: Sequence[str], weighting: str
-                  ) -> tuple[pd.DataFrame | None, list[str], float | None]:
+                  ) -> tuple[pd.DataFrame | None, pd.api.extensions.ExtensionArray, float | None]:
     """(pseudo-labels so far, remaining pool, best CV F1) of a run whose rounds `done` (their
     summaries) are recorded, with `accepted` its accepted decisions (clip_id, label,
     confidence): what the next round starts from. Nothing recorded: the fresh start."""
     if not done:
-        return None, list(pool), None
+        return None, pd.array(pool, dtype="str", copy=False), None
     labels = pseudo_labels(accepted, weighting)
     used = [r["cv_weighted_f1"] for r in done if not r["stopped"]]
-    return labels, sorted(set(pool) - set(labels["clip_id"])), max(used) if used else None
+    return labels, remaining_pool(pool, labels["clip_id"]), max(used) if used else None
 
 
 def label_counts(accepted: pd.DataFrame | None) -> dict[str, int]:
@@ -490,7 +490,7 @@ def discard_round(decisions: pd.DataFrame, why: str) -> pd.DataFrame:
     return out
 
 
-def mark_new(decisions: pd.DataFrame, mined_before: set[str]) -> pd.DataFrame:
+def mark_new(decisions: pd.DataFrame, mined_before: Sequence[str]) -> pd.DataFrame:
     """The decisions with `new_clip`: true for a clip no earlier mining run decided (added to
     the dataset since, or never usable before)."""
     return decisions.assign(new_clip=~decisions["clip_id"].isin(mined_before))
@@ -521,10 +521,17 @@ def stop_reason(result: RoundResult, best_cv: float | None, max_drop: float = 0.
     return None
 
 
-def usable_pool(registry: pd.DataFrame) -> list[str]:
-    """The unlabelled clips that can be mined: candidates whose media are usable."""
-    pool = registry[(registry["split"] == "candidate") & registry["status"].isin(USABLE)]
-    return sorted(pool["clip_id"].astype(str))
+def usable_pool(registry: pd.DataFrame) -> pd.api.extensions.ExtensionArray:
+    """The unlabelled clips that can be mined: candidates whose media are usable, sorted, as
+    one Arrow string array (a Python list of them was ~100 bytes a clip, held all run long)."""
+    pool = registry.loc[(registry["split"] == "candidate") & registry["status"].isin(USABLE), "clip_id"]
+    return pool.astype("str").sort_values(ignore_index=True).array
+
+
+def remaining_pool(pool: Sequence[str], taken: Sequence[str]) -> pd.api.extensions.ExtensionArray:
+    """`pool` without the clips `taken`, in its order (an Arrow string array)."""
+    pool = pd.array(pool, dtype="str", copy=False)
+    return pool[~pd.Index(pool).isin(pd.array(taken, dtype="str", copy=False))]
 
 
 mine_round_task = task(mine_round, name="mine-round", cache_policy=NO_CACHE)

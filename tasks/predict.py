@@ -26,6 +26,7 @@ from tasks.train import (
     choose_experts,
     collect_predictions,
     member_order,
+    release_memory,
 )
 
 
@@ -57,7 +58,7 @@ def predict(
     are held (`predictions.stored` is the artifact); None: every model's rows are kept."""
     candidates = registry[(registry["split"] == "candidate") & (registry["status"] != "removed")]
     usable = candidates[candidates["status"].isin(USABLE)]
-    ids = usable["clip_id"].astype(str).tolist()
+    ids = usable["clip_id"].astype("str").array     # Arrow strings: no Python string per clip
     # By seed, then fold: the order each head's means take them in.
     models = sorted(models, key=lambda m: member_order(*fold_of(m[0])[1:]))
     keys = [dict(zip(("fusion", "seed", "fold"), fold_of(path), strict=True)) for path, _ in models]
@@ -72,6 +73,9 @@ def predict(
             if names not in bundles:
                 bundles[names] = build_bundle(ids, features, choose_experts(list(features), list(names)))
             yield key, model.predict_proba(bundles[names])
+            # Its blocks are in the means and the artifact: the heap they and their encoding
+            # freed goes back before the next model predicts (no fold workers share it here).
+            release_memory()
 
     collect_predictions(predictions, parts(), store_predictions)
     bundles.clear()

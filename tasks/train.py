@@ -73,7 +73,8 @@ def choose_experts(available: list[str], names: list[str] | None) -> list[Expert
     return [known[n] for n in names]
 
 
-def build_bundle(ids: list[str], features: Mapping[str, FeatureSource], specs: list[ExpertSpec]) -> Bundle:
+def build_bundle(ids: Sequence[str], features: Mapping[str, FeatureSource],
+                 specs: list[ExpertSpec]) -> Bundle:
     """The inputs of clips `ids` for every expert (absent features masked, never zeros).
     `features`: per feature set a table, a frame or record batches (storage.records.FeatureFrames
     streams each artifact a row group at a time into the expert's matrix). With a `drop(name)`,
@@ -97,7 +98,9 @@ def build_bundle(ids: list[str], features: Mapping[str, FeatureSource], specs: l
             for source in done:
                 drop(source)
             release_memory()
-    return Bundle(list(ids), experts)
+    # The ids as one Arrow string array: a list of Python strings is ~70 bytes a clip more,
+    # and forked fold workers copy the pages of the objects whose reference counts they touch.
+    return Bundle(pd.array(ids, dtype="str", copy=False), experts)
 
 
 @dataclass
@@ -148,38 +151,49 @@ def mean_log(probs: list[np.ndarray]) -> np.ndarray:
 
 
 class LogMean:
-    """`mean_log` of members added one at a time: a running sum of their logs and a count per
-    value, so the members need not be held together (at 100,000 candidates a fold model's
-    block of one head is 2.4 MB, and a round has dozens). The result is bit-for-bit numpy's
-    `nanmean` over the stacked members in the order they were added."""
+    """`mean_log` of members added one at a time: a running sum of their logs, the members
+    added and, once a member has a NaN, how many members lack each value, so the members need
+    not be held together (at 100,000 candidates a fold model's block of one head is 2.4 MB,
+    and a round has dozens). The result is bit-for-bit numpy's `nanmean` over the stacked
+    members in the order they were added."""
 
     def __init__(self, dtype=np.float32) -> None:
         self.dtype = np.dtype(dtype)
         self.total: np.ndarray | None = None
-        self.count: np.ndarray | None = None
+        self.missing: np.ndarray | None = None      # uint16; None while no member had a NaN
+        self.n = 0
 
     def add(self, p: np.ndarray) -> None:
-        logp = np.log(np.clip(np.asarray(p, self.dtype), 1e-8, 1.0))
-        known = ~np.isnan(logp)
-        logp[~known] = 0.0
+        # One temporary the member's size, worked on in place (at 100,000 candidates each head
+        # of a fold model is 2.4 MB, and the flow adds 8 of them per fold model).
+        logp = np.clip(np.asarray(p, self.dtype), 1e-8, 1.0, dtype=self.dtype)
+        np.log(logp, out=logp)
+        if self.total is not None and logp.shape != self.total.shape:
+            raise ValueError(f"a member of shape {logp.shape} added to means of shape {self.total.shape}")
+        unknown = np.isnan(logp)
+        if unknown.any():
+            logp[unknown] = 0.0
+            if self.missing is None:
+                self.missing = np.zeros(logp.shape, np.uint16)
+            self.missing += unknown
         if self.total is None:
-            self.total, self.count = logp, known.astype(np.uint16)
+            self.total = logp
         else:
-            if logp.shape != self.total.shape:
-                raise ValueError(f"a member of shape {logp.shape} added to means of shape {self.total.shape}")
             self.total += logp
-            self.count += known
+        self.n += 1
 
     def result(self) -> np.ndarray:
         if self.total is None:
             raise ValueError("a mean of no members")
+        # As nanmean divides: the sum by an integer count of the members that have the value.
+        count = np.intp(self.n) if self.missing is None else self.n - self.missing.astype(np.intp)
         with warnings.catch_warnings():
             # An expert head is NaN for a clip that lacks the expert in every fold: it stays NaN.
             warnings.simplefilter("ignore", RuntimeWarning)
-            # As nanmean divides: the sum by an integer count (0 / 0: NaN).
-            m = np.true_divide(self.total, self.count.astype(np.intp), out=self.total, casting="unsafe")
+            m = np.true_divide(self.total, count, out=self.total, casting="unsafe")   # 0 / 0: NaN
             p = np.exp(m - np.nanmax(m, axis=1, keepdims=True))
-        self.total = self.count = None
+        self.total = self.missing = None
+        self.n = 0
         return p / p.sum(axis=1, keepdims=True)
 
 
@@ -309,8 +323,7 @@ def _fit_shared(i: int) -> dict:
     # dynamic mmap threshold moves blocks of their size into it): +180-490 MB private per
     # worker at 100,000 candidates, given back here before the next fit. (A fixed mmap
     # threshold kept them out of the heap, but one run's rounds were ~50 % slower with it.)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim_heap()
     return out
 
 
@@ -349,8 +362,16 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
         return
     scratch = tempfile.mkdtemp(prefix="mersemi-fits-")
     _SHARED = (data, jobs, scratch)
+    frozen = False
     try:
         _warm_torch(data, jobs[0])
+        # The objects alive now are left out of garbage collection while the workers run: a
+        # collection (in a worker, or here) writes to each tracked object's header, and every
+        # page of them the two share would be copied. Not if someone else froze some already.
+        if gc.get_freeze_count() == 0:
+            gc.collect()
+            gc.freeze()
+            frozen = True
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"),
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             fits = pool.map(_fit_shared, range(len(jobs)))
@@ -362,8 +383,13 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
                 last = next(fits)
             finally:
                 fits.close()        # the caller stopped early: the fits not begun are cancelled
+        if frozen:
+            gc.unfreeze()
+            frozen = False
         yield from _hand_on(last)
     finally:
+        if frozen:
+            gc.unfreeze()
         _SHARED = None
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -378,11 +404,18 @@ def _hand_on(fit: dict) -> Iterator[dict]:
 
 
 def release_memory() -> None:
-    """Hand freed heap memory back to the OS: a collection, then glibc's `malloc_trim` (the
-    feature frames are millions of small allocations; freed, they stay in the process's heap,
-    resident, and forked fold workers would inherit them; elsewhere it does nothing) and
-    Arrow's pool's unused pages."""
+    """Hand freed heap memory back to the OS: a collection, then `trim_heap` (the feature
+    frames are millions of small allocations; freed, they stay in the process's heap, resident,
+    and forked fold workers would inherit them). Not while forked workers share this process's
+    pages: a collection writes to every tracked object's header, so each page of them shared
+    with a worker is copied (`trim_heap` alone is safe then)."""
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the OS: glibc's `malloc_trim` (elsewhere nothing) and
+    Arrow's pool's unused pages. Pages shared with forked workers stay theirs; the rest are freed."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     with contextlib.suppress(Exception):
@@ -405,7 +438,7 @@ class PoolPredictions:
     write to the predictions artifact. What the flows read is `mean_frame()`.
     `of(ids, parts, label_set)`: all at once."""
 
-    def __init__(self, ids: list[str], label_set: tuple[str, ...], members: list[dict],
+    def __init__(self, ids: Sequence[str], label_set: tuple[str, ...], members: list[dict],
                  heads: Sequence[str], keep_folds: bool = True) -> None:
         self.label_set = tuple(label_set)
         self.keep_folds = keep_folds
@@ -417,7 +450,7 @@ class PoolPredictions:
         # The artifact the blocks were written to as they came (`collect_predictions`).
         self.stored: ArtifactRef | None = None
         # One string array of the ids, shared by every block's frame; one set of categories.
-        self.ids = pd.array(list(ids), dtype="str")
+        self.ids = pd.array(ids, dtype="str", copy=False)
         self.categories = {"head": sorted(set(heads)), "fusion": sorted({str(m["fusion"]) for m in members}),
                            "seed": sorted({str(m["seed"]) for m in members} | {"mean"}),
                            "fold": sorted({str(m["fold"]) for m in members} | {"mean"})}
@@ -551,12 +584,21 @@ def fold_data(bundle: Bundle, labels_df: pd.DataFrame, label_set: tuple[str, ...
               config: TrainConfig, predict_ids: Sequence[str]) -> FoldData:
     """The FoldData of the labelled clips `labels_df` (clip_id, label; weight and pseudo if
     given) and the clips `predict_ids`, all of them clips of `bundle`."""
-    index = {c: i for i, c in enumerate(bundle.clip_ids)}
+    index = pd.Index(bundle.clip_ids)
+
+    def rows(ids: Sequence[str]) -> np.ndarray:
+        ids = pd.array(ids, dtype="str")
+        at = index.get_indexer(ids)
+        outside = np.flatnonzero(at < 0)
+        if len(outside):
+            raise KeyError(f"clip {ids[outside[0]]!r} is not in the bundle")
+        return at.astype(np.int64)
+
     y = np.array([label_set.index(lab) for lab in labels_df["label"]])
     pseudo = labels_df["pseudo"].to_numpy(bool) if "pseudo" in labels_df else np.zeros(len(y), bool)
-    return FoldData(bundle, np.array([index[c] for c in labels_df["clip_id"]]), y,
+    return FoldData(bundle, rows(labels_df["clip_id"]), y,
                     labels_df["weight"].to_numpy(np.float32) if "weight" in labels_df else None,
-                    np.array([index[c] for c in predict_ids], dtype=np.int64), label_set, config, pseudo)
+                    rows(predict_ids), label_set, config, pseudo)
 
 
 def cross_validate(
@@ -577,7 +619,7 @@ def cross_validate(
     jobs = fold_jobs(data.y, config, data.pseudo)
     keys = [{"fusion": job.fusion, "seed": str(job.seed), "fold": str(job.fold)} for job in jobs]
     heads = {h for fusion in config.fusions for h in FusionClassifier.output_heads(fusion, bundle.names)}
-    pool = PoolPredictions(list(predict_ids), label_set, keys, heads, keep_folds=store_predictions is None)
+    pool = PoolPredictions(predict_ids, label_set, keys, heads, keep_folds=store_predictions is None)
     oof_parts: list[pd.DataFrame] = []
     models: list[dict] = []
 
@@ -589,6 +631,11 @@ def cross_validate(
             models.append({"fusion": job.fusion, "seed": job.seed, "fold": job.fold, "bytes": fitted["bytes"],
                            "val_f1": fitted["val_f1"], "best_epoch": fitted["best_epoch"]})
             yield key, fitted.pop("pred")
+            # Its blocks are in the means and the artifact: the heap their reading, log and
+            # encoding freed goes back before the next fit's (at 100,000 candidates ~40 MB
+            # stayed resident otherwise, beside the fits still running). No collection: the
+            # workers share this process's pages (`release_memory`).
+            trim_heap()
 
     collect_predictions(pool, fits(), store_predictions)
     oof = pd.concat(oof_parts, ignore_index=True)
@@ -657,7 +704,7 @@ class TrainingSet:
     (each round only adds labels of clips already in it) and lets the feature frames go."""
 
     specs: list[ExpertSpec]
-    predict_ids: list[str]
+    predict_ids: Sequence[str]         # an Arrow string array, in the registry's order
     bundle: Bundle
 
 
@@ -666,8 +713,11 @@ def training_set(registry: pd.DataFrame, features: dict[str, pd.DataFrame], conf
     """The bundle of the registry's usable `train` and to-predict clips (and `extra_ids`)."""
     specs = choose_experts(list(features), list(config.experts))
     usable = registry[registry["status"].isin(USABLE)]
-    predict_ids = usable.loc[usable["split"] != "train", "clip_id"].astype(str).tolist()
-    ids = sorted(set(training_labels(registry)["clip_id"]) | set(predict_ids) | set(extra_ids))
+    # Arrow string arrays throughout, sorted as Python sorts str: no Python string per clip.
+    predict_ids = usable.loc[usable["split"] != "train", "clip_id"].astype("str").array
+    ids = pd.concat([training_labels(registry)["clip_id"].astype("str"), pd.Series(predict_ids),
+                     pd.Series(sorted(extra_ids), dtype="str")], ignore_index=True)
+    ids = ids.drop_duplicates().sort_values(ignore_index=True).array
     return TrainingSet(specs, predict_ids, build_bundle(ids, features, specs))
 
 
@@ -697,7 +747,7 @@ def train(
         )
     if isinstance(features, TrainingSet):
         data = features
-        outside = sorted(set(labels_df["clip_id"]) - set(data.bundle.clip_ids))
+        outside = sorted(labels_df.loc[~labels_df["clip_id"].isin(data.bundle.clip_ids), "clip_id"].unique())
         if outside:
             raise ValueError(f"{len(outside)} labelled clip(s) are not in the training set built "
                              f"earlier (e.g. {outside[:3]}): build it with them")

@@ -276,6 +276,26 @@ def test_round_bookkeeping_discard_merge_and_stop():
     assert stop_reason(none, 0.70) == "no clip accepted"
 
 
+def test_the_pool_is_one_sorted_string_array_and_rounds_take_their_clips_out_of_it():
+    from tasks.mine import remaining_pool, resume_rounds, usable_pool
+
+    registry = pd.DataFrame({
+        "clip_id": ["c3", "c1", "t1", "c2", "c4"],
+        "split": ["candidate", "candidate", "train", "candidate", "candidate"],
+        "status": ["ok", "ok", "ok", "ok", "unreadable"],
+    })
+    pool = usable_pool(registry)
+    assert pool.dtype == "str" and list(pool) == ["c1", "c2", "c3"]     # no train, no unusable clip
+    assert list(remaining_pool(pool, pd.Series(["c2", "zz"]))) == ["c1", "c3"]   # order kept
+    assert list(remaining_pool(pool, [])) == ["c1", "c2", "c3"]
+    fresh = resume_rounds([], pd.DataFrame(), pool, "hard")
+    assert fresh[0] is None and list(fresh[1]) == ["c1", "c2", "c3"] and fresh[2] is None
+    done = [{"cv_weighted_f1": 0.6, "stopped": False}, {"cv_weighted_f1": 0.7, "stopped": False}]
+    accepted = pd.DataFrame({"clip_id": ["c3"], "label": ["sad"], "confidence": [0.9], "round": [1]})
+    labels, rest, best = resume_rounds(done, accepted, pool, "hard")
+    assert labels["clip_id"].tolist() == ["c3"] and list(rest) == ["c1", "c2"] and best == 0.7
+
+
 def test_consensus_without_thresholds_needs_agreement_only():
     votes = table(("a", ALL_HAPPY | {"moe/final": ("happy", 0.3)}),
                   ("b", ALL_HAPPY | {"teacher": ("sad", 0.9)}))

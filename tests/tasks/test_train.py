@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,6 +235,16 @@ def test_running_log_mean_is_nanmean_of_the_stacked_members_bit_for_bit():
     # NaN exactly where every member is: the first 10 clips among them.
     assert np.isnan(got[:10]).all() and np.array_equal(np.isnan(got), np.isnan(np.stack(members)).all(axis=0))
     assert np.array_equal(mean_log(members), expected, equal_nan=True)
+    # No member with a NaN (no count is kept), and the first NaN in the last member only.
+    clean = [np.nan_to_num(m, nan=0.5) for m in members]
+    late = [*clean[:-1], members[-1]]
+    for variant in (clean, late):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = np.nanmean(np.log(np.clip(np.stack(variant), 1e-8, 1.0)), axis=0)
+            want = np.exp(m - np.nanmax(m, axis=1, keepdims=True))
+            want /= want.sum(axis=1, keepdims=True)
+        assert np.array_equal(mean_log(variant), want, equal_nan=True)
 
 
 def test_pool_predictions_take_each_heads_members_by_seed_then_fold():
@@ -343,6 +355,24 @@ def test_predict_stores_each_models_rows_as_it_goes(corpus, tmp_path):
         FusionClassifier.output_heads("concat", ["au"])
 
 
+def test_predict_hands_each_models_freed_heap_back_once_its_rows_are_stored(corpus, tmp_path, monkeypatch):
+    import tasks.predict as predict_module
+
+    registry, features, _ = corpus
+    store = ArtifactStore(tmp_path)
+    config = TrainConfig(folds=3, seeds=(0,), fusions=("attention",), model={"epochs": 1, "hidden": 8})
+    out = train(registry, features, LABELS, config, store, "run-t")
+    models = load_models(store, [r.path for r in out["refs"]["models"]])
+    events = []
+    monkeypatch.setattr(predict_module, "release_memory", lambda: events.append("release"))
+
+    def stored(frames):
+        events.extend(frame["fold"].iloc[0] for frame in frames)
+
+    predict(registry, features, models, LABELS, majority_label(registry), store_predictions=stored)
+    assert events == ["0", "release", "1", "release", "2", "release", "mean"]
+
+
 def test_fold_models_fitted_by_two_processes_give_the_same_results(corpus, tmp_path):
     registry, features, _ = corpus
     config = TrainConfig(folds=3, seeds=(0,), model={"epochs": 4, "hidden": 16})
@@ -386,19 +416,44 @@ def test_fold_workers_hand_the_pool_on_in_files_removed_once_read(corpus, tmp_pa
     labels = train_module.training_labels(registry)
     fold_data = train_module.fold_data(data.bundle, labels, LABELS, config, data.predict_ids)
     jobs = train_module.fold_jobs(fold_data.y, config)
-    seen = []
+    seen, frozen = [], []
     for fit in fit_folds(fold_data, jobs, workers=2):
+        frozen.append(gc.get_freeze_count() > 0)
         pred = fit["pred"]
         assert isinstance(pred, train_module.HeadFile) and os.path.exists(pred.path)
         seen.append((pred.path, {head: pred[head] for head in pred}))
         # The fits read so far: their files are gone once the next is asked for.
         assert not any(os.path.exists(path) for path, _ in seen[:-1])
-    assert list((tmp_path / "scratch").iterdir()) == []           # the folder too, at the end
+    # The folder too, at the end (torch may leave its own cache folder in TMPDIR: not ours).
+    assert list((tmp_path / "scratch").glob("mersemi-fits-*")) == []
+    # The objects shared with the workers are out of garbage collection while they run (no
+    # collection copies their pages); the last fit comes after the workers ended.
+    assert frozen == [True] * (len(jobs) - 1) + [False] and gc.get_freeze_count() == 0
     alone = list(fit_folds(fold_data, jobs, workers=1))
     for (_, probs), fit in zip(seen, alone, strict=True):
         assert list(probs) == list(fit["pred"])
         for head, p in fit["pred"].items():
             np.testing.assert_array_equal(probs[head], p)
+
+
+def test_the_flow_hands_each_fits_freed_heap_back_once_its_blocks_are_stored(corpus, monkeypatch):
+    registry, features, _ = corpus
+    config = TrainConfig(folds=3, seeds=(0,), fusions=("moe",), model={"epochs": 1, "hidden": 16})
+    data = train_module.training_set(registry, features, config)
+    events = []
+    monkeypatch.setattr(train_module, "trim_heap", lambda: events.append("release"))
+
+    def store(frames):
+        for frame in frames:
+            events.append((frame["seed"].iloc[0], frame["fold"].iloc[0]))
+        return None
+
+    train_module.cross_validate(data.bundle, train_module.training_labels(registry), LABELS, config,
+                                data.predict_ids, store)
+    # Each fold model's blocks, then the release, before the next model's; the means last.
+    marks = [e if e == "release" else e[1] for e in events]
+    collapsed = [m for i, m in enumerate(marks) if i == 0 or m != marks[i - 1]]
+    assert collapsed == ["0", "release", "1", "release", "2", "release", "mean"]
 
 
 def test_a_training_set_built_once_trains_as_the_frames_do(corpus, tmp_path):
