@@ -362,18 +362,11 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
         return
     scratch = tempfile.mkdtemp(prefix="mersemi-fits-")
     _SHARED = (data, jobs, scratch)
-    frozen = False
     try:
         _warm_torch(data, jobs[0])
-        # The objects alive now are left out of garbage collection while the workers run: a
-        # collection (in a worker, or here) writes to each tracked object's header, and every
-        # page of them the two share would be copied. Not if someone else froze some already.
-        if gc.get_freeze_count() == 0:
-            gc.collect()
-            gc.freeze()
-            frozen = True
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"),
-                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        with _frozen_objects(), ProcessPoolExecutor(
+                min(workers, len(jobs)), mp_context=mp.get_context("fork"),
+                initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             fits = pool.map(_fit_shared, range(len(jobs)))
             # Each fit is handed on while the workers go on with the next; the last one after
             # they have ended, so that their memory is not held while the caller stores it.
@@ -383,15 +376,27 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
                 last = next(fits)
             finally:
                 fits.close()        # the caller stopped early: the fits not begun are cancelled
-        if frozen:
-            gc.unfreeze()
-            frozen = False
         yield from _hand_on(last)
     finally:
-        if frozen:
-            gc.unfreeze()
         _SHARED = None
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _frozen_objects() -> Iterator[None]:
+    """The objects alive now are left out of garbage collection for the block (the fold workers'
+    lifetime): a collection, in a worker or in this process, writes to each tracked object's
+    header, and every page of them the processes share would be copied. Not if someone else
+    froze some already (unfreezing would let theirs go too)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _hand_on(fit: dict) -> Iterator[dict]:
@@ -716,7 +721,7 @@ def training_set(registry: pd.DataFrame, features: dict[str, pd.DataFrame], conf
     # Arrow string arrays throughout, sorted as Python sorts str: no Python string per clip.
     predict_ids = usable.loc[usable["split"] != "train", "clip_id"].astype("str").array
     ids = pd.concat([training_labels(registry)["clip_id"].astype("str"), pd.Series(predict_ids),
-                     pd.Series(sorted(extra_ids), dtype="str")], ignore_index=True)
+                     pd.Series(list(extra_ids), dtype="str")], ignore_index=True)
     ids = ids.drop_duplicates().sort_values(ignore_index=True).array
     return TrainingSet(specs, predict_ids, build_bundle(ids, features, specs))
 
