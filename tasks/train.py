@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import gc
 import json
 import multiprocessing as mp
@@ -353,33 +354,100 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
     that many forked processes fit side by side (one torch thread each, as in this process);
     each fit is seeded by its own (seed, fold), so the results are the same as with one worker.
     A worker's pool probabilities come as a `HeadFile` in a temporary folder (TMPDIR), removed
-    when the caller asks for the next fit (the folder when the fits end). Where fork is
-    unavailable (Windows), one worker."""
+    when the caller asks for the next fit (the folder when the fits end; a folder left by a
+    killed flow when the next fits begin: `_scratch_folder`). Where fork is unavailable
+    (Windows), one worker."""
     global _SHARED
     if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
         for job in jobs:
             yield fit_fold(data, job)
         return
-    scratch = tempfile.mkdtemp(prefix="mersemi-fits-")
-    _SHARED = (data, jobs, scratch)
+    with _scratch_folder() as scratch:
+        _SHARED = (data, jobs, scratch)
+        try:
+            yield from _fit_forked(data, jobs, workers)
+        finally:
+            _SHARED = None
+
+
+def _fit_forked(data: FoldData, jobs: list[FoldJob], workers: int) -> Iterator[dict]:
+    _warm_torch(data, jobs[0])
+    with _frozen_objects(), ProcessPoolExecutor(
+            min(workers, len(jobs)), mp_context=mp.get_context("fork"),
+            initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        fits = pool.map(_fit_shared, range(len(jobs)))
+        # Each fit is handed on while the workers go on with the next; the last one after
+        # they have ended, so that their memory is not held while the caller stores it.
+        try:
+            for _ in range(len(jobs) - 1):
+                yield from _hand_on(next(fits))
+            last = next(fits)
+        finally:
+            fits.close()        # the caller stopped early: the fits not begun are cancelled
+    yield from _hand_on(last)
+
+
+SCRATCH_PREFIX = "mersemi-fits-"
+
+
+@contextlib.contextmanager
+def _scratch_folder() -> Iterator[str]:
+    """A new folder in TMPDIR for the fits' pool files, removed at the end. Its `owner` file is
+    locked (flock) while the folder is in use, so a folder whose process was killed before it
+    could remove it (SIGKILL, out of memory: up to a round's pool files, 115 MB at 100,000
+    candidates) is told from one in use, here or in another process, and removed when the next
+    fits begin. The lock goes with the last process holding it (forked workers inherit it, and
+    die with the flow), whatever its pid namespace. Folders and locks are made and swept under
+    one lock in TMPDIR, so a sweep never finds a new folder before its owner locked it."""
+    base = tempfile.gettempdir()
+    with _flocked(os.path.join(base, "mersemi-fits.lock")):
+        _remove_orphaned_scratch(base)
+        path = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base)
+        owner = os.open(os.path.join(path, "owner"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(owner, fcntl.LOCK_EX)
     try:
-        _warm_torch(data, jobs[0])
-        with _frozen_objects(), ProcessPoolExecutor(
-                min(workers, len(jobs)), mp_context=mp.get_context("fork"),
-                initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            fits = pool.map(_fit_shared, range(len(jobs)))
-            # Each fit is handed on while the workers go on with the next; the last one after
-            # they have ended, so that their memory is not held while the caller stores it.
-            try:
-                for _ in range(len(jobs) - 1):
-                    yield from _hand_on(next(fits))
-                last = next(fits)
-            finally:
-                fits.close()        # the caller stopped early: the fits not begun are cancelled
-        yield from _hand_on(last)
+        yield path
     finally:
-        _SHARED = None
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(owner)
+
+
+@contextlib.contextmanager
+def _flocked(path: str) -> Iterator[None]:
+    """An exclusive flock of `path` (made if missing). Opened read-only: flock needs no write
+    permission, and in a shared TMPDIR the file may be another user's."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_orphaned_scratch(base: str) -> list[str]:
+    """Remove the fits' folders in `base` that no live process holds (their `owner` lock is
+    free); the removed paths. A folder without an owner file (made by a version before it
+    had one) is left alone: nothing tells whether it is in use."""
+    removed = []
+    for entry in os.scandir(base):
+        if not entry.name.startswith(SCRATCH_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(os.path.join(entry.path, "owner"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:                     # gone meanwhile, no owner file, or not ours to open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:             # in use
+            continue
+        finally:
+            os.close(fd)                    # (a successful lock goes with it)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    return removed
 
 
 @contextlib.contextmanager

@@ -523,14 +523,24 @@ list(t.fit_folds(None, [t.FoldJob(0, i, "moe", np.arange(1), np.arange(1)) for i
 """
 
 
-def test_fold_workers_end_when_the_flow_process_is_killed(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_FITS, str(tmp_path)], cwd=ROOT)
+def test_fold_workers_end_when_the_flow_process_is_killed_and_the_next_fits_remove_its_folder(
+        tmp_path, monkeypatch, fake_fits):
+    marks, scratch = tmp_path / "marks", tmp_path / "scratch"
+    marks.mkdir()
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(train_module.tempfile, "tempdir", None)   # TMPDIR is read again
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_FITS, str(marks)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 120
-        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+        while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        workers = [psutil.Process(int(p.name)) for p in tmp_path.iterdir()]
+        workers = [psutil.Process(int(p.name)) for p in marks.iterdir()]
         assert len(workers) == 2 and all(w.ppid() == proc.pid for w in workers)
+        (theirs,) = scratch.glob("mersemi-fits-*")
+        # Fits begun here meanwhile leave the running flow's folder alone.
+        assert [f["fold"] for f in fit_folds(None, _FAKE_JOBS, workers=2)] == [0, 1]
+        assert theirs.is_dir()
     finally:
         proc.kill()
         proc.wait()
@@ -545,6 +555,32 @@ def test_fold_workers_end_when_the_flow_process_is_killed(tmp_path):
     while any(alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(w) for w in workers)
+    # The killed flow could not remove its folder; the next fits do, and leave none of theirs.
+    assert theirs.is_dir()
+    assert [f["fold"] for f in fit_folds(None, _FAKE_JOBS, workers=2)] == [0, 1]
+    assert not theirs.exists() and list(scratch.glob("mersemi-fits-*")) == []
+
+
+def _fake_fit(data, job, pool_file=None):
+    return {"fold": job.fold}
+
+
+_FAKE_JOBS = [FoldJob(0, fold, "moe", np.arange(2), np.arange(1)) for fold in range(2)]
+
+
+@pytest.fixture
+def fake_fits(monkeypatch):
+    monkeypatch.setattr(train_module, "fit_fold", _fake_fit)
+    monkeypatch.setattr(train_module, "_warm_torch", lambda data, job: None)
+
+
+def test_a_fits_folder_without_an_owner_file_is_left_alone(tmp_path, monkeypatch, fake_fits):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(train_module.tempfile, "tempdir", None)
+    old = tmp_path / "mersemi-fits-abc123"          # an older version's: in use or not, unknown
+    old.mkdir()
+    list(fit_folds(None, _FAKE_JOBS, workers=2))
+    assert old.is_dir()
 
 
 def test_prediction_frame_rows_then_log_space_means_per_fusion_and_head():
