@@ -26,14 +26,14 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
@@ -141,6 +141,29 @@ def _bind(params: Mapping[str, Any]) -> dict[str, Any]:
             for k, v in params.items()}
 
 
+T = TypeVar("T")
+
+
+class _Busy(Exception):
+    """A lock is held by someone else: try again (`_backoff`)."""
+
+
+def _backoff(attempt: Callable[[], T], deadline: float, first_delay: float, max_delay: float) -> T:
+    """`attempt()` until it returns. While it raises `_Busy`, wait and try again, the waits
+    doubling from `first_delay` to `max_delay` and never reaching past `deadline`
+    (time.monotonic()); past it, the last `_Busy` is raised. Other errors end it at once."""
+    delay = first_delay
+    while True:
+        try:
+            return attempt()
+        except _Busy:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, max_delay)
+
+
 class Catalog:
     """The workspace's catalog file. Cheap to construct; connections are short-lived."""
 
@@ -156,16 +179,18 @@ class Catalog:
     @contextmanager
     def _session(self, read_only: bool) -> Iterator[Session]:
         """A connection inside the session lock, which is released only once DuckDB has closed
-        the file."""
-        with self._locked(shared=read_only):
-            session = Session(self._connect(read_only))
+        the file. Waiting for the lock and for DuckDB's own lock share one deadline: a session
+        waits at most `lock_timeout_s` in all."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        with self._locked(read_only, deadline):
+            session = Session(self._connect(read_only, deadline))
             try:
                 yield session
             finally:
                 session.close()
 
     @contextmanager
-    def _locked(self, shared: bool) -> Iterator[None]:
+    def _locked(self, shared: bool, deadline: float) -> Iterator[None]:
         """Shared (a reader) or exclusive (the writer) hold of the catalog's session lock.
 
         A writer first takes the queue lock and keeps it: readers pass the queue lock only to
@@ -177,7 +202,6 @@ class Catalog:
                 yield
                 return
             mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-            deadline = time.monotonic() + self.lock_timeout_s
             self._wait(queue, mode, deadline)
             try:
                 self._wait(held, mode, deadline)
@@ -212,36 +236,34 @@ class Catalog:
             os.close(fd)
 
     def _wait(self, fd: int, mode: int, deadline: float) -> None:
-        delay = 0.002
-        while True:
+        def take() -> None:
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise CatalogError(
-                        f"catalog {self.path} stayed locked by another process or thread for "
-                        f"{self.lock_timeout_s:.0f} s"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
+            except BlockingIOError as exc:
+                raise _Busy from exc
 
-    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.05
-        while True:
+        try:
+            _backoff(take, deadline, first_delay=0.002, max_delay=0.02)
+        except _Busy:
+            raise CatalogError(f"catalog {self.path} stayed locked by another process or thread for "
+                               f"{self.lock_timeout_s:.0f} s") from None
+
+    def _connect(self, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
+        """A connection once DuckDB's own lock lets one in (a tool that does not know the session
+        lock may hold it)."""
+        def attempt() -> duckdb.DuckDBPyConnection:
             try:
                 return self._open(read_only)
             except duckdb.Error as exc:
-                if not _is_lock_error(exc) or time.monotonic() >= deadline:
-                    if _is_lock_error(exc):
-                        raise CatalogError(
-                            f"catalog {self.path} stayed locked by another process for "
-                            f"{self.lock_timeout_s:.0f} s: {exc}"
-                        ) from exc
-                    raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                if _is_lock_error(exc):
+                    raise _Busy(str(exc)) from exc
+                raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
+
+        try:
+            return _backoff(attempt, deadline, first_delay=0.05, max_delay=1.0)
+        except _Busy as exc:
+            raise CatalogError(f"catalog {self.path} stayed locked by another process for "
+                               f"{self.lock_timeout_s:.0f} s: {exc}") from exc.__cause__
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only:

@@ -111,6 +111,32 @@ def test_reader_gives_up_with_a_clear_message(tmp_path):
         holder.join()
 
 
+def test_the_session_lock_and_duckdbs_lock_share_one_timeout(tmp_path):
+    # A session that waited most of its time for the session lock has only the rest of it for
+    # DuckDB's own lock (held here by a tool that does not know the session lock), not another
+    # lock_timeout_s: it gives up after ~2 s, not ~4.
+    cat = Catalog(tmp_path / "c.duckdb", lock_timeout_s=2.0)
+    with cat.writer():
+        pass
+    ready = mp.Event()
+    holder = mp.Process(target=_hold_writer, args=(str(cat.path), 10, ready))
+    holder.start()
+    fd = os.open(cat.lock_path, os.O_RDONLY)
+    try:
+        assert ready.wait(10)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        threading.Timer(1.6, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
+        t0 = time.monotonic()
+        with pytest.raises(CatalogError, match="stayed locked by another process for 2 s"), cat.reader():
+            pass
+        waited = time.monotonic() - t0
+        assert 1.6 <= waited < 3.0, waited
+    finally:
+        os.close(fd)
+        holder.kill()
+        holder.join()
+
+
 TRY_WRITER = """
 import sys
 from storage.catalog import Catalog, CatalogError
