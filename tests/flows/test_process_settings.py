@@ -1,0 +1,38 @@
+"""Process settings the `flows` package makes before pyarrow loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Notes the setting as pyarrow is first looked for, then imports the CLI and the deployments'
+# entry point the way their processes do.
+WATCH = """
+import os, sys
+seen = {}
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyarrow" and name not in seen:
+            seen[name] = os.environ.get("MIMALLOC_ARENA_EAGER_COMMIT")
+sys.meta_path.insert(0, Watch())
+import flows.cli, flows.pipeline
+print(seen)
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "0"), ("2", "2")])
+def test_arrow_s_arenas_are_committed_lazily_unless_the_user_says_otherwise(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ARENA_EAGER_COMMIT"}
+    if given is not None:
+        env["MIMALLOC_ARENA_EAGER_COMMIT"] = given
+    done = subprocess.run([sys.executable, "-c", WATCH], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # pyarrow was loaded by the imports, with the setting already made.
+    assert done.stdout.strip().splitlines()[-1] == repr({"pyarrow": expected})
