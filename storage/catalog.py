@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -117,6 +118,11 @@ class Session:
 
     def frame(self, query: str, /, **params: Any) -> pd.DataFrame:
         return self.run(query, **params).df()
+
+    def batches(self, query: str, rows: int, /, **params: Any) -> pa.RecordBatchReader:
+        """The named query's rows as Arrow record batches of about `rows` rows, fetched as they
+        are read (not the whole result first, as `run(...)` would)."""
+        return self.con.sql(sql(query), params=_bind(params)).to_arrow_reader(rows)
 
     def records(self, query: str, /, **params: Any) -> list[dict]:
         """A named query's rows as JSON-ready dicts (timestamps as ISO text, NULL as None)."""

@@ -11,11 +11,13 @@ stage and the run's end, in one transaction.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 
 from storage.artifacts import ArtifactRef
@@ -26,6 +28,7 @@ ANSWER_COLUMNS = ["cache_key", "clip_id", "teacher", "model", "question", "media
                   "prompt_sha256", "params_sha256", "status", "label", "scores", "reasoning",
                   "modality_shares", "raw_text", "tokens_in", "tokens_out", "latency_s", "cost_usd",
                   "error", "run_id"]
+DIGEST_ROWS = 10_000                 # a teacher run's rows read and hashed at a time (answers_digest)
 OUTCOME_COLUMNS = ["clip_id", "question", "teacher", "cache_key", "outcome", "from_cache", "attempts"]
 
 
@@ -120,8 +123,17 @@ def run_label_answers(catalog: Catalog, run_id: str) -> pd.DataFrame:
 
 
 def answers_digest(catalog: Catalog, run_id: str) -> str:
-    """sha256 of what a teacher run answered (clip, question, outcome, label, scores), without
-    what differs between runs that asked the same (cache hits, attempts): a content key."""
-    frame = run_answers(catalog, run_id)[["clip_id", "question", "outcome", "status", "label", "scores"]]
-    blob = frame.astype(str).to_csv(index=False).encode()
-    return hashlib.sha256(blob).hexdigest()
+    """sha256 of what a teacher run answered (clip, question, outcome, status, label, scores),
+    without what differs between runs that asked the same (cache hits, attempts): a content key.
+    Read and hashed a batch of rows at a time, as CSV: the whole run as one frame and one CSV
+    string took ~220 MB at 100,000 clips for a moment, and left ~40 MB more resident than at
+    25,000 before the rounds began (docs/benchmarks.md, session 15)."""
+    digest = hashlib.sha256()
+    with catalog.reader() as s:
+        batches = s.batches("teacher_run_digest_rows", DIGEST_ROWS, run_id=run_id)
+        digest.update(",".join(batches.schema.names).encode() + b"\n")
+        for batch in batches:
+            rows = io.BytesIO()
+            pacsv.write_csv(batch, rows, write_options=pacsv.WriteOptions(include_header=False))
+            digest.update(rows.getbuffer())
+    return digest.hexdigest()
