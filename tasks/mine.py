@@ -30,7 +30,7 @@ predictions and the unlabelled pool, never from hidden truth.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +40,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.calibration import calibrate, fit_temperature, label_indices, teacher_posterior
 from storage.ingest import USABLE
+from tasks.train import trim_heap
 
 POLICIES = ("consensus", "vote", "both")
 DECIDE_CHUNK = 10_000                    # vote rows turned into decisions at a time
@@ -312,11 +313,19 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
     return out
 
 
-def head_votes(predictions: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.DataFrame:
+def voter_probs(predictions: pd.DataFrame, voters: Sequence[str], labels: Sequence[str]
+                ) -> dict[str, pd.DataFrame]:
+    """Each model voter's fold-averaged probabilities (`pool_probs`; the teacher is no model),
+    each head found in the predictions once (at 100,000 candidates each look-up filters 800,000
+    rows)."""
+    return {voter: pool_probs(predictions, voter, labels) for voter in dict.fromkeys(voters)
+            if voter != "teacher"}
+
+
+def head_votes(rows: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.DataFrame:
     """clip_id, <voter>:label (categorical over `labels`; absent where the head has no
-    probabilities), <voter>:confidence from the fold-averaged rows of one head (`voter` =
-    "<fusion>/<head>", e.g. "moe/final" or "moe/expert:audio_text")."""
-    rows = pool_probs(predictions, voter, labels)
+    probabilities), <voter>:confidence from one head's fold-averaged probabilities (`rows`:
+    `pool_probs` of `voter` = "<fusion>/<head>", e.g. "moe/final" or "moe/expert:audio_text")."""
     if rows.empty:
         raise ValueError(f"voter {voter!r} is not among the predictions' heads")
     probs = rows.to_numpy()
@@ -337,13 +346,14 @@ def teacher_votes(answers: pd.DataFrame, name: str = "teacher") -> pd.DataFrame:
                          f"{name}:confidence": conf})
 
 
-def vote_table(pool_ids: Sequence[str], predictions: pd.DataFrame, teacher: pd.DataFrame | None,
+def vote_table(pool_ids: Sequence[str], head_probs: Mapping[str, pd.DataFrame], teacher: pd.DataFrame | None,
                voters: Sequence[str], labels: Sequence[str]) -> pd.DataFrame:
     """One row per pool clip (`pool_ids`, unique) with every voter's label (categorical) and
-    confidence (absent: NaN). `teacher`: the teacher's votes (`teacher_votes`), read for the
-    voter "teacher". Each voter's votes are placed by position, not merged (a merge per voter
-    copied the growing table each time), and a label is a code, not a Python string per clip
-    (at 100,000 clips and 4 voters those were ~30 MB)."""
+    confidence (absent: NaN). `head_probs`: each model voter's probabilities (`voter_probs`);
+    `teacher`: the teacher's votes (`teacher_votes`), read for the voter "teacher". Each
+    voter's votes are placed by position, not merged (a merge per voter copied the growing
+    table each time), and a label is a code, not a Python string per clip (at 100,000 clips
+    and 4 voters those were ~30 MB)."""
     index = pd.Index(pd.array(pool_ids, dtype="str"))
     if not index.is_unique:
         dup = index[index.duplicated()][0]
@@ -357,7 +367,7 @@ def vote_table(pool_ids: Sequence[str], predictions: pd.DataFrame, teacher: pd.D
     for voter in voters:
         codes = np.full(len(index), -1, np.int16)
         confidence = np.full(len(index), np.nan)
-        votes = teacher if voter == "teacher" else head_votes(predictions, voter, labels)
+        votes = teacher if voter == "teacher" else head_votes(head_probs[voter], voter, labels)
         if votes is not None:                # no teacher: its votes stay absent
             at = index.get_indexer(votes["clip_id"])
             inside = at >= 0
@@ -408,7 +418,13 @@ def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataF
 
     probs, truth = oof_probs(oof, human, policy.baseline, labels)
     conf = confidences(probs, truth, labels)
-    votes = vote_table(pool_ids, predictions, teacher, voters, labels)
+    heads = voter_probs(predictions, [*voters, policy.baseline], labels)
+    votes = vote_table(pool_ids, heads, teacher, voters, labels)
+    baseline = heads[policy.baseline]
+    del heads                            # the voters' probabilities are votes now
+    # Each step's freed heap is handed back before the next (at 100,000 candidates the steps
+    # left ~90 MB of it resident until the round was recorded).
+    trim_heap()
     share = human["label"].value_counts(normalize=True).to_dict()
     thresholds, estimate = {}, {}
     if policy.selection == "threshold":
@@ -416,10 +432,11 @@ def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataF
         decisions = balance(decide(votes, voters, thresholds, policy), share, policy.min_share_ratio)
     else:
         decisions = decide(votes, voters, None, policy)
+        trim_heap()
         temperature = fit_temperature(probs, truth)
         said = votes.set_index("clip_id")[f"{policy.teacher}:label"] if policy.teacher in voters else None
-        rho, confusion = estimated_precision(decisions, pool_probs(predictions, policy.baseline, labels),
-                                             said, labels, temperature)
+        rho, confusion = estimated_precision(decisions, baseline, said, labels, temperature)
+        trim_heap()
         decisions = select(decisions, rho, target_precision, share, policy.min_share_ratio, already)
         estimate = {"temperature": temperature,
                     "teacher_accuracy": {lab: round(float(confusion[i, i]), 4) for i, lab in enumerate(labels)

@@ -180,7 +180,7 @@ def test_policy_is_validated():
 
 
 def test_vote_table_from_predictions_and_teacher_answers():
-    from tasks.mine import oof_confidences, teacher_votes, vote_table
+    from tasks.mine import oof_confidences, teacher_votes, vote_table, voter_probs
 
     labels = ("happy", "sad")
     preds = pd.DataFrame(
@@ -203,22 +203,25 @@ def test_vote_table_from_predictions_and_teacher_answers():
         }
     )
     voters = ["moe/final", "moe/expert:x", "teacher"]
-    table = vote_table(["a", "b", "c"], preds, teacher_votes(answers), voters, labels)
+    probs = voter_probs(preds, voters, labels)
+    assert set(probs) == {"moe/final", "moe/expert:x"}          # the teacher is no model
+    table = vote_table(["a", "b", "c"], probs, teacher_votes(answers), voters, labels)
     a, b, c = (table.set_index("clip_id").loc[k] for k in "abc")
     assert a["moe/final:label"] == "happy" and a["moe/final:confidence"] == 0.8  # the 'mean' row only
     assert pd.isna(a["moe/expert:x:label"]) and b["moe/expert:x:label"] == "happy"
     assert a["teacher:label"] == "happy" and a["teacher:confidence"] == 0.7
     assert pd.isna(b["teacher:label"]) and pd.isna(c["moe/final:label"])  # unparseable: no vote
     with pytest.raises(ValueError, match="voter 'attention/final' is not among"):
-        vote_table(["a"], preds, teacher_votes(answers), ["attention/final"], labels)
+        vote_table(["a"], voter_probs(preds, ["attention/final"], labels), teacher_votes(answers),
+                   ["attention/final"], labels)
     with pytest.raises(ValueError, match="clip 'a' is in the pool twice"):
-        vote_table(["a", "b", "a"], preds, None, ["moe/final"], labels)
+        vote_table(["a", "b", "a"], probs, None, ["moe/final"], labels)
     # No teacher: its votes are absent for every clip.
-    assert vote_table(["a", "b"], preds, None, ["teacher"], labels)["teacher:label"].isna().all()
+    assert vote_table(["a", "b"], {}, None, ["teacher"], labels)["teacher:label"].isna().all()
     # Labels are codes, not a string per clip; a teacher's label outside the set still votes.
     assert isinstance(table["moe/final:label"].dtype, pd.CategoricalDtype)
     odd = teacher_votes(answers.assign(label=["bored", None]))
-    assert vote_table(["a", "b"], preds, odd, voters, labels)["teacher:label"].tolist()[0] == "bored"
+    assert vote_table(["a", "b"], probs, odd, voters, labels)["teacher:label"].tolist()[0] == "bored"
     oof = pd.DataFrame(
         {
             "clip_id": ["a", "a", "b"],
