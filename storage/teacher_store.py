@@ -126,8 +126,8 @@ def answers_digest(catalog: Catalog, run_id: str) -> str:
     """sha256 of what a teacher run answered (clip, question, outcome, status, label, scores),
     without what differs between runs that asked the same (cache hits, attempts): a content key.
     Read and hashed a batch of rows at a time, as CSV: the whole run as one frame and one CSV
-    string took ~220 MB at 100,000 clips for a moment, and left ~40 MB more resident than at
-    25,000 before the rounds began (docs/benchmarks.md, session 15)."""
+    string took ~220 MB at 100,000 clips for a moment and left ~60 MB resident (18 at 25,000)
+    until later steps reused it (docs/benchmarks.md, session 15)."""
     digest = hashlib.sha256()
     with catalog.reader() as s:
         batches = s.batches("teacher_run_digest_rows", DIGEST_ROWS, run_id=run_id)

@@ -394,16 +394,21 @@ SCRATCH_PREFIX = "mersemi-fits-"
 def _scratch_folder() -> Iterator[str]:
     """A new folder in TMPDIR for the fits' pool files, removed at the end. Its `owner` file is
     locked (flock) while the folder is in use, so a folder whose process was killed before it
-    could remove it (SIGKILL, out of memory: up to a round's pool files, 115 MB at 100,000
-    candidates) is told from one in use, here or in another process, and removed when the next
-    fits begin. The lock goes with the last process holding it (forked workers inherit it, and
-    die with the flow), whatever its pid namespace. Folders and locks are made and swept under
-    one lock in TMPDIR, so a sweep never finds a new folder before its owner locked it."""
+    could remove it (SIGKILL, out of memory: the pool files of the fits in flight, ~17 MB each
+    for a MoE fold model at 100,000 candidates) is told from one in use, here or in another
+    process, and removed when the next fits begin. The lock goes with the last process holding
+    it (forked workers inherit it, and die with the flow), whatever its pid namespace. Folders
+    and locks are made and swept under one lock in TMPDIR, so a sweep never finds a new folder
+    before its owner locked it."""
     base = tempfile.gettempdir()
     with _flocked(os.path.join(base, "mersemi-fits.lock")):
         _remove_orphaned_scratch(base)
         path = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base)
-        owner = os.open(os.path.join(path, "owner"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            owner = os.open(os.path.join(path, "owner"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         fcntl.flock(owner, fcntl.LOCK_EX)
     try:
         yield path
