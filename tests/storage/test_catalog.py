@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -79,62 +81,56 @@ def _hold_writer(path: str, seconds: float, ready) -> None:
     con.close()
 
 
-def test_reader_waits_for_a_writer_then_reads(tmp_path):
-    cat = Catalog(tmp_path / "c.duckdb", lock_timeout_s=20)
+@contextmanager
+def _held_by_a_tool(cat: Catalog, seconds: float) -> Iterator[None]:
+    """The catalog made, then held read-write for `seconds` by another process that does not
+    know the session lock (DuckDB's own lock only)."""
     with cat.writer():
         pass
     ready = mp.Event()
-    holder = mp.Process(target=_hold_writer, args=(str(cat.path), 1.5, ready))
+    holder = mp.Process(target=_hold_writer, args=(str(cat.path), seconds, ready))
     holder.start()
     try:
         assert ready.wait(10)
+        yield
+    finally:
+        holder.kill()
+        holder.join()
+
+
+def test_reader_waits_for_a_writer_then_reads(tmp_path):
+    cat = Catalog(tmp_path / "c.duckdb", lock_timeout_s=20)
+    with _held_by_a_tool(cat, 1.5):
         t0 = time.monotonic()
         with cat.reader() as s:
             assert s.frame("list_runs", limit=1).empty
         assert time.monotonic() - t0 > 0.5               # it did wait for the lock
-    finally:
-        holder.join()
 
 
 def test_reader_gives_up_with_a_clear_message(tmp_path):
     cat = Catalog(tmp_path / "c.duckdb", lock_timeout_s=0.3)
-    with cat.writer():
+    with _held_by_a_tool(cat, 3), \
+            pytest.raises(CatalogError, match="stayed locked by another process"), cat.reader():
         pass
-    ready = mp.Event()
-    holder = mp.Process(target=_hold_writer, args=(str(cat.path), 3, ready))
-    holder.start()
-    try:
-        assert ready.wait(10)
-        with pytest.raises(CatalogError, match="stayed locked by another process"), cat.reader():
-            pass
-    finally:
-        holder.join()
 
 
 def test_the_session_lock_and_duckdbs_lock_share_one_timeout(tmp_path):
     # A session that waited most of its time for the session lock has only the rest of it for
-    # DuckDB's own lock (held here by a tool that does not know the session lock), not another
+    # DuckDB's own lock (held by a tool that does not know the session lock), not another
     # lock_timeout_s: it gives up after ~2 s, not ~4.
     cat = Catalog(tmp_path / "c.duckdb", lock_timeout_s=2.0)
-    with cat.writer():
-        pass
-    ready = mp.Event()
-    holder = mp.Process(target=_hold_writer, args=(str(cat.path), 10, ready))
-    holder.start()
-    fd = os.open(cat.lock_path, os.O_RDONLY)
-    try:
-        assert ready.wait(10)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        threading.Timer(1.6, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
-        t0 = time.monotonic()
-        with pytest.raises(CatalogError, match="stayed locked by another process for 2 s"), cat.reader():
-            pass
-        waited = time.monotonic() - t0
-        assert 1.6 <= waited < 3.0, waited
-    finally:
-        os.close(fd)
-        holder.kill()
-        holder.join()
+    with _held_by_a_tool(cat, 10):
+        fd = os.open(cat.lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            threading.Timer(1.6, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
+            t0 = time.monotonic()
+            with pytest.raises(CatalogError, match="stayed locked by another process for 2 s"), cat.reader():
+                pass
+            waited = time.monotonic() - t0
+            assert 1.6 <= waited < 3.0, waited
+        finally:
+            os.close(fd)
 
 
 TRY_WRITER = """
