@@ -199,7 +199,9 @@ class FusionClassifier:
                 parts = []
                 for j, seqs in enumerate((e.seqs, e.seqs2)[: 1 if e.kind == "sequence" else 2]):
                     m, s = stats[j]
-                    chosen = [None if q is None else ((q - m) / s).astype(np.float32)
+                    # Only the frames `_pad` keeps are normalised: a long clip's sequence (10 Hz
+                    # audio frames of an hour-long file: 36,000) is not copied whole per batch.
+                    chosen = [None if q is None else ((q[: self.max_seq] - m) / s).astype(np.float32)
                               for q in _pick(seqs, idx)]
                     parts += list(_pad(chosen, present, self.max_seq, len(m)))
                 inputs.append(tuple(parts))

@@ -228,3 +228,25 @@ def test_scalers_read_a_chunk_of_rows_at_a_time_give_numpys_mean_and_std_bit_for
     np.testing.assert_array_equal(mean, frames.mean(0))
     np.testing.assert_array_equal(std, frames.std(0) + 1e-6)
     assert column_stats(lambda c: x[c], np.array([], int)) == (0.0, 1.0)
+
+
+def test_only_the_frames_a_sequence_input_keeps_are_normalised():
+    import tracemalloc
+
+    bundle, y = make_bundle(n=12)
+    model = FusionClassifier(LABELS, fusion="moe", epochs=1, seed=0, max_seq=4).fit(bundle, y)
+    seqs = bundle.experts[2].seqs
+    # One clip with a 400,000-frame sequence (9.6 MB): only its first max_seq frames are read.
+    seqs[0] = np.random.default_rng(0).normal(0, 1, (400_000, 6)).astype(np.float32)
+    bundle.experts[2].present[0] = True
+    tracemalloc.start()
+    try:
+        inputs, _ = model._tensors(bundle, np.array([0, 1]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+    x, pad = inputs[2]
+    m, s = model.scalers_["seq"][0]
+    np.testing.assert_array_equal(x[0].numpy(), ((seqs[0][:4] - m) / s).astype(np.float32))
+    assert not pad[0].any()
