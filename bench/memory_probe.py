@@ -30,7 +30,8 @@ def probe(workspace: str, mode: str) -> None:
     from storage.feature_cache import TRAINING_COLUMNS
     from storage.records import feature_frames, lazy_feature_frames, resolve_dataset
     from storage.workspace import Workspace
-    from tasks.train import TrainConfig, release_memory, train, training_set
+    from tasks.memory import release_memory
+    from tasks.train import TrainConfig, train, training_set
 
     ws = Workspace(workspace)
     state = resolve_dataset(ws.catalog, None)

@@ -28,6 +28,7 @@ from storage.records import (
 )
 from storage.teacher_store import run_label_answers
 from storage.workspace import Workspace, new_run_id
+from tasks.memory import release_memory
 from tasks.mine import (
     MiningPolicy,
     accepted_labels,
@@ -43,7 +44,7 @@ from tasks.mine import (
     teacher_votes,
     usable_pool,
 )
-from tasks.train import release_memory, train_task, training_labels, training_set_task
+from tasks.train import train_task, training_labels, training_set_task
 
 
 @flow(name="mine", validate_parameters=True)

@@ -40,7 +40,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.calibration import calibrate, fit_temperature, label_indices, teacher_posterior
 from storage.ingest import USABLE
-from tasks.train import trim_heap
+from tasks.memory import trim_heap
 
 POLICIES = ("consensus", "vote", "both")
 DECIDE_CHUNK = 10_000                    # vote rows turned into decisions at a time

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.baseline import FusionClassifier
 from storage.artifacts import ArtifactRef, ArtifactStore
+from tasks.memory import release_memory
 from tasks.train import (
     USABLE,
     PoolPredictions,
@@ -26,7 +27,6 @@ from tasks.train import (
     choose_experts,
     collect_predictions,
     member_order,
-    release_memory,
 )
 
 

@@ -42,6 +42,7 @@ from models.metrics import evaluate
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.feature_cache import FeatureSource, gather_sequences, gather_vectors
 from storage.ingest import USABLE
+from tasks.memory import release_memory, trim_heap
 
 
 @dataclass(frozen=True)
@@ -479,27 +480,6 @@ def _hand_on(fit: dict) -> Iterator[dict]:
     if isinstance(pred, HeadFile):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pred.path)
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the OS: a collection, then `trim_heap` (the feature
-    frames are millions of small allocations; freed, they stay in the process's heap, resident,
-    and forked fold workers would inherit them). Not while forked workers share this process's
-    pages: a collection writes to every tracked object's header, so each page of them shared
-    with a worker is copied (`trim_heap` alone is safe then)."""
-    gc.collect()
-    trim_heap()
-
-
-def trim_heap() -> None:
-    """Hand the heap's free pages back to the OS: glibc's `malloc_trim` (elsewhere nothing) and
-    Arrow's pool's unused pages. Pages shared with forked workers stay theirs; the rest are freed."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with contextlib.suppress(Exception):
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
 
 
 class PoolPredictions:
