@@ -151,9 +151,10 @@ class ReplayTeacher(Teacher):
     """Answers from a JSONL file. `model`: the model name to record (default: the file's).
 
     `fit` reads the file once, checks every line and keeps its bytes and where each clip's
-    line is (`LineIndex`); `ask` parses that line (a 100,000-line file's parsed answers held ~85 MB for the
-    whole run, most of them served from the cache and never asked for). The answers are those
-    of the bytes whose hash is in the cache key, whatever happens to the file meanwhile."""
+    line is (`LineIndex`); `ask` parses that line (a 100,000-line file's parsed answers held
+    ~85 MB for the whole run, most of them served from the cache and never asked for). The
+    answers are those of the bytes whose hash is in the cache key, whatever happens to the
+    file meanwhile."""
 
     kind = "replay"
 
