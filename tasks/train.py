@@ -42,6 +42,7 @@ from models.metrics import evaluate
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.feature_cache import FeatureSource, gather_sequences, gather_vectors
 from storage.ingest import USABLE
+from storage.locks import flocked
 from tasks.memory import release_memory, trim_heap
 
 
@@ -402,7 +403,7 @@ def _scratch_folder() -> Iterator[str]:
     and locks are made and swept under one lock in TMPDIR, so a sweep never finds a new folder
     before its owner locked it."""
     base = tempfile.gettempdir()
-    with _flocked(os.path.join(base, "mersemi-fits.lock")):
+    with flocked(os.path.join(base, "mersemi-fits.lock")):
         _remove_orphaned_scratch(base)
         path = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base)
         try:
@@ -418,26 +419,10 @@ def _scratch_folder() -> Iterator[str]:
         os.close(owner)
 
 
-@contextlib.contextmanager
-def _flocked(path: str) -> Iterator[None]:
-    """An exclusive flock of `path` (made if missing). Opened read-only: flock needs no write
-    permission, and in a shared TMPDIR the file may be another user's."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _remove_orphaned_scratch(base: str) -> list[str]:
+def _remove_orphaned_scratch(base: str) -> None:
     """Remove the fits' folders in `base` that no live process holds (their `owner` lock is
-    free); the removed paths. A folder without an owner file (made by a version before it
-    had one) is left alone: nothing tells whether it is in use."""
-    removed = []
+    free). A folder without an owner file (made by a version before it had one) is left alone:
+    nothing tells whether it is in use."""
     for entry in os.scandir(base):
         if not entry.name.startswith(SCRATCH_PREFIX) or not entry.is_dir(follow_symlinks=False):
             continue
@@ -452,8 +437,6 @@ def _remove_orphaned_scratch(base: str) -> list[str]:
         finally:
             os.close(fd)                    # (a successful lock goes with it)
         shutil.rmtree(entry.path, ignore_errors=True)
-        removed.append(entry.path)
-    return removed
 
 
 @contextlib.contextmanager

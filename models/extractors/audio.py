@@ -12,7 +12,6 @@ Optional denoising (`denoise=True`): spectral gating against the quietest 10 % o
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 
@@ -22,6 +21,7 @@ from models.extractors.base import ClipInput, Extractor, FeatureRow
 from models.extractors.clip_media import ClipMedia
 from models.hf import quiet_transformers
 from models.media import MAX_AUDIO_SECONDS, SAMPLE_RATE, MediaError
+from storage.locks import flocked
 
 HOP = 160   # 10 ms at 16 kHz
 # Held while a process first runs librosa's cached gufuncs (`warm_numba_cache`).
@@ -41,16 +41,9 @@ def warm_numba_cache(features) -> None:
     global _warmed
     if _warmed:
         return
-    fd = os.open(NUMBA_WARM_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)
-            features("numba-warm-up", noise)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with flocked(NUMBA_WARM_LOCK):
+        noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)
+        features("numba-warm-up", noise)
     _warmed = True
 
 
