@@ -71,7 +71,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
             result = out["result"]
             checkpoint("finalize:trained")
             # Ensemble over the final models; re-ranking rules kept on validation folds.
-            scores, validation = ensemble_task(result.predictions, result.oof, human["clip_id"],
+            scores, validation = ensemble_task(result.pool, result.oof, human["clip_id"],
                                                params.members, state.labels, params.ensemble)
             reranked, changes, choices = rerank_task(scores, validation, human, state.labels, params.rules,
                                                      tvotes, params.validate_rules)

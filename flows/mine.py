@@ -95,7 +95,7 @@ def mine_flow(params: MineParams) -> dict:
                                  extra_labels=accepted, stage=f"round-{r}")
                 checkpoint(f"mine:round-{r}:trained")
                 # Vote on the clips still in the pool; decide; keep the labels balanced.
-                result = mine_round_task(pool, out["result"].predictions, out["result"].oof, human,
+                result = mine_round_task(pool, out["result"].pool, out["result"].oof, human,
                                          tvotes, state.labels, params.voters, policy,
                                          params.target_precision, label_counts(accepted))
                 refs = [*out["refs"]["models"], out["refs"]["oof"], out["refs"]["predictions"]]

@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 
 from storage.artifacts import ArtifactRef, ArtifactStore
 from tasks.predict import submission_frame
+from tasks.train import PoolPredictions
 
 ENSEMBLE_METHODS = ("soft", "hard")
 
@@ -39,23 +40,30 @@ def seed_mean(oof: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
     return mean
 
 
-def ensemble_scores(frame: pd.DataFrame, members: Sequence[str], labels: Sequence[str],
+def ensemble_scores(frame: pd.DataFrame | PoolPredictions, members: Sequence[str], labels: Sequence[str],
                     method: str = "soft") -> pd.DataFrame:
     """clip_id, p_<label> of the ensemble of `members` ("<fusion>/<head>") over the seed-averaged
-    rows of `frame` (predictions' 'mean' rows, or `seed_mean(oof)`). A clip a member cannot score
+    rows of `frame` (the pool's predictions, read a member's head at a time: `PoolPredictions`;
+    or a frame of 'mean' rows: predictions', or `seed_mean(oof)`). A clip a member cannot score
     (its features are missing) is scored by the others."""
     if method not in ENSEMBLE_METHODS:
         raise ValueError(f"unknown ensemble method {method!r}; choose {' or '.join(ENSEMBLE_METHODS)}")
     cols = [f"p_{lab}" for lab in labels]
-    mean = frame[frame["seed"] == "mean"]
+    if isinstance(frame, pd.DataFrame):
+        mean = frame[frame["seed"] == "mean"]
+        heads = sorted(set(mean["fusion"].astype(str) + "/" + mean["head"].astype(str)))
+    else:
+        heads = frame.heads
     stacks = []
     for member in members:
         fusion, _, head = member.partition("/")
-        rows = mean[(mean["fusion"] == fusion) & (mean["head"] == head)]
+        if isinstance(frame, pd.DataFrame):
+            rows = mean[(mean["fusion"] == fusion) & (mean["head"] == head)].set_index("clip_id")[cols]
+        else:
+            rows = frame.probs(fusion, head)
         if rows.empty:
-            raise ValueError(f"ensemble member {member!r} is not among the heads "
-                             f"({', '.join(sorted(set(mean['fusion'] + '/' + mean['head'])))})")
-        stacks.append(rows.set_index("clip_id")[cols])
+            raise ValueError(f"ensemble member {member!r} is not among the heads ({', '.join(heads)})")
+        stacks.append(rows)
     ids = sorted(set().union(*(s.index for s in stacks)))
     p = np.stack([s.reindex(ids).to_numpy(np.float64) for s in stacks])       # (M, N, L)
     known = ~np.isnan(p).any(axis=2)                                          # (M, N)
@@ -101,8 +109,9 @@ def save_final(final: pd.DataFrame, changes: pd.DataFrame, flags: pd.DataFrame, 
                                            "submission", suffix=".csv")}
 
 
-def ensemble(predictions: pd.DataFrame, oof: pd.DataFrame, human_ids: Sequence[str], members: Sequence[str],
-             labels: Sequence[str], method: str = "soft") -> tuple[pd.DataFrame, pd.DataFrame]:
+def ensemble(predictions: pd.DataFrame | PoolPredictions, oof: pd.DataFrame, human_ids: Sequence[str],
+             members: Sequence[str], labels: Sequence[str], method: str = "soft"
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(candidate scores, validation scores): the ensemble over the second stage's candidate
     predictions, and over its out-of-fold predictions of the human-labelled clips."""
     scores = ensemble_scores(predictions, members, labels, method)

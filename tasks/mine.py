@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ from prefect.cache_policies import NO_CACHE
 from models.calibration import calibrate, fit_temperature, label_indices, teacher_posterior
 from storage.ingest import USABLE
 from tasks.memory import trim_heap
+
+if TYPE_CHECKING:                       # tasks.train loads torch; mining reads its results only
+    from tasks.train import PoolPredictions
 
 POLICIES = ("consensus", "vote", "both")
 DECIDE_CHUNK = 10_000                    # vote rows turned into decisions at a time
@@ -313,11 +317,11 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
     return out
 
 
-def voter_probs(predictions: pd.DataFrame, voters: Sequence[str], labels: Sequence[str]
+def voter_probs(predictions: pd.DataFrame | PoolPredictions, voters: Sequence[str], labels: Sequence[str]
                 ) -> dict[str, pd.DataFrame]:
     """Each model voter's fold-averaged probabilities (`pool_probs`; the teacher is no model),
-    each head found in the predictions once (at 100,000 candidates each look-up filters 800,000
-    rows)."""
+    each head looked up once (in a frame of every head, at 100,000 candidates each look-up
+    filters 800,000 rows)."""
     return {voter: pool_probs(predictions, voter, labels) for voter in dict.fromkeys(voters)
             if voter != "teacher"}
 
@@ -402,7 +406,7 @@ class RoundResult:
     estimate: dict = field(default_factory=dict)   # temperature, teacher's estimated accuracy per label
 
 
-def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame, oof: pd.DataFrame,
+def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame | PoolPredictions, oof: pd.DataFrame,
                human: pd.DataFrame, teacher: pd.DataFrame | None, labels: Sequence[str],
                voters: Sequence[str], policy: MiningPolicy, target_precision: float = 0.95,
                already: dict[str, int] | None = None) -> RoundResult:
@@ -458,9 +462,14 @@ def oof_probs(oof: pd.DataFrame, truth: pd.DataFrame, voter: str, labels: Sequen
     return mean.to_numpy(np.float64), np.array([list(labels).index(lab) for lab in y])
 
 
-def pool_probs(predictions: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.DataFrame:
-    """One head's fold-averaged probabilities per clip (index clip_id)."""
+def pool_probs(predictions: pd.DataFrame | PoolPredictions, voter: str, labels: Sequence[str]
+               ) -> pd.DataFrame:
+    """One head's fold-averaged probabilities per clip (index clip_id): read from the pool's
+    predictions (`PoolPredictions.probs`, what the flows hand on), or the 'mean' rows of a
+    frame of them."""
     fusion, head = voter.split("/", 1)
+    if not isinstance(predictions, pd.DataFrame):
+        return predictions.probs(fusion, head)
     rows = predictions[(predictions["seed"] == "mean") & (predictions["fusion"] == fusion)
                        & (predictions["head"] == head)]
     return rows.set_index("clip_id")[[f"p_{lab}" for lab in labels]]

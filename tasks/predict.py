@@ -80,12 +80,10 @@ def predict(
     collect_predictions(predictions, parts(), store_predictions)
     bundles.clear()
     fusion = fusion or models[0][1].fusion
-    mean = predictions.mean_frame()
-    chosen = mean[(mean["fusion"] == fusion) & (mean["head"] == head)].set_index("clip_id")
-    cols = [f"p_{lab}" for lab in label_set]
+    chosen = predictions.probs(fusion, head)
     decided = {
         cid: label_set[int(np.argmax(row))]
-        for cid, row in zip(chosen.index, chosen[cols].to_numpy(), strict=True)
+        for cid, row in zip(chosen.index, chosen.to_numpy(), strict=True)
     }
     submission, fallback = submission_frame(candidates, decided, majority)
     names = candidates.set_index("clip_id")["name"]

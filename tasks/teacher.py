@@ -90,7 +90,7 @@ class PoolSource:
     flow's reader reads the catalog: storage.teacher_store.teacher_pool with `clip_ids`), so
     that a run holds a chunk of the pool's rows at a time."""
 
-    ids: list[str]
+    ids: Sequence[str]                  # a list, or an Arrow string array (storage.teacher_pool_ids)
     rows: Callable[[Sequence[str]], pd.DataFrame] = field(repr=False)
 
     @classmethod
@@ -260,8 +260,9 @@ def query_teacher(teacher: Teacher, pool: pd.DataFrame | PoolSource,
     source = pool if isinstance(pool, PoolSource) else PoolSource.of(pool)
     if isinstance(predictions, Path | str):
         predictions = pd.read_parquet(predictions)
-    order_ids = priority_order(list(dict.fromkeys(source.ids)), predictions, teacher.labels_, order,
-                               label_counts)
+    # Each clip once, in the pool's order; an Arrow array stays one (no Python string per clip).
+    ids = pd.unique(pd.array(source.ids, dtype="str", copy=False))
+    order_ids = priority_order(ids, predictions, teacher.labels_, order, label_counts)
     # A whole cache is made Answers once; a reader, for each chunk's keys (ask_pool calls it).
     cache = (lambda keys: cache_from_frame(cached(keys))) if callable(cached) else cache_from_frame(cached)
     limiter, asked_before, tally = RateLimiter(rpm, sleep=sleep), {}, Tally()

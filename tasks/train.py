@@ -43,6 +43,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.feature_cache import FeatureSource, gather_sequences, gather_vectors
 from storage.ingest import USABLE
 from storage.locks import flocked
+from storage.spill import SpillFile
 from tasks.memory import release_memory, trim_heap
 
 
@@ -123,13 +124,18 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     oof: pd.DataFrame  # clip_id, fusion, head, seed, p_<label>
-    # The fold-averaged rows (seed and fold 'mean'): clip_id, fusion, head, seed, fold, p_<label>.
-    predictions: pd.DataFrame
+    # The clips predicted: each head's fold-averaged probabilities (`pool.probs`), and every
+    # fold model's rows too (or, stored as the fits returned, `pool.stored`) until
+    # `save_training` stores them.
+    pool: PoolPredictions
     models: list[dict] = field(default_factory=list)  # fusion, seed, fold, bytes, val_f1, best_epoch
     metrics: dict = field(default_factory=dict)  # fusion -> head -> evaluate(...)
-    # Every fold model's rows too (or, stored as the fits returned, `pool.stored`), until
-    # `save_training` stores them; then None.
-    pool: PoolPredictions | None = None
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        """The fold-averaged rows (seed and fold 'mean') of every head in one frame: clip_id,
+        head, fusion, seed, fold, p_<label> (the flows read a head at a time: `pool.probs`)."""
+        return self.pool.mean_frame()
 
 
 def _rows(ids, probs: dict[str, np.ndarray], labels, **keys) -> list[pd.DataFrame]:
@@ -284,10 +290,16 @@ class HeadFile(Mapping):
         self.path, self.heads, self.rows, self.labels = str(path), tuple(heads), int(rows), int(labels)
 
     def __getitem__(self, head: str) -> np.ndarray:
+        return self.read(head)
+
+    def read(self, head: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows `start` to `stop` (default: all) of one head."""
         i = self.heads.index(head)
-        size = self.rows * self.labels
-        values = np.fromfile(self.path, np.float32, count=size, offset=i * size * 4)
-        return values.reshape(self.rows, self.labels)
+        stop = self.rows if stop is None else min(stop, self.rows)
+        start = min(max(start, 0), stop)
+        values = np.fromfile(self.path, np.float32, count=(stop - start) * self.labels,
+                             offset=(i * self.rows + start) * self.labels * 4)
+        return values.reshape(stop - start, self.labels)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.heads)
@@ -312,6 +324,10 @@ def predict_to_file(model: FusionClassifier, bundle: Bundle, rows: np.ndarray, p
                 f.write(np.ascontiguousarray(probs[head], np.float32))
     return HeadFile(path, heads, len(rows), labels)
 
+
+# Pool rows the flow works on at a time: a fold model's head is read, added to its running mean
+# and written to the predictions artifact (a row group) this many rows at a time.
+POOL_CHUNK = 16_384
 
 # The fold data and jobs of the running `fit_folds`, and the folder of its fits' pool files,
 # inherited by its forked workers (never pickled: at 100,000 candidates the bundle is ~330 MB,
@@ -465,36 +481,58 @@ def _hand_on(fit: dict) -> Iterator[dict]:
             os.unlink(pred.path)
 
 
+class _Mean:
+    """One (fusion, head)'s running `LogMean`, kept in the pool's `SpillFile`: where its sums
+    are (then its means, once made), where its counts of members lacking each value are (once
+    a member had a NaN), and how many members it has."""
+
+    __slots__ = ("total_at", "missing_at", "n")
+
+    def __init__(self, total_at: int) -> None:
+        self.total_at, self.missing_at, self.n = total_at, None, 0
+
+
 class PoolPredictions:
     """Every fold model's probabilities of the clips to predict, and per fusion and head their
     'mean' (every seed's and fold's, averaged in log space): rows clip_id, head, fusion, seed,
-    fold, p_<label>, handed out a block at a time (one model's head, or one mean).
+    fold, p_<label>, handed out a block at a time (one model's head, or one mean), each in
+    frames of `chunk_rows` rows (a row group each in the artifact).
 
     The fold models (`members`: their keys fusion, seed, fold; `heads`: every head any of them
     has) are added one at a time, as their fits return (`add`), each head's in `member_order`
     (the means then do not depend on the order in which fits finish); `finish` makes the
-    means. With `keep_folds` the fold models' blocks are kept for `frames()`; without, the
-    caller writes each as it comes (`write`) and only the running means are held: at
-    100,000 candidates the fold blocks of a round are 3.2 M rows, which the flows only ever
-    write to the predictions artifact. What the flows read is `mean_frame()`.
-    `of(ids, parts, label_set)`: all at once."""
+    means. The running sums and then the means are kept in an unnamed temporary file
+    (`storage.spill.SpillFile`), worked on `chunk_rows` rows at a time: the flow holds no
+    head's probabilities of the whole pool (at 100,000 candidates the 8 heads' running sums
+    were 19 MB, held through every fit, and their means' frame 35 MB). With `keep_folds` the
+    fold models' blocks are kept for `frames()`; without, the caller writes each as it comes
+    (`write`): at 100,000 candidates the fold blocks of a round are 3.2 M rows, which the
+    flows only ever write to the predictions artifact. What the flows read is one head's
+    means (`probs`); `mean_frame()` is every head's. `of(ids, parts, label_set)`: all at once."""
 
     def __init__(self, ids: Sequence[str], label_set: tuple[str, ...], members: list[dict],
-                 heads: Sequence[str], keep_folds: bool = True) -> None:
+                 heads: Sequence[str], keep_folds: bool = True, chunk_rows: int = POOL_CHUNK) -> None:
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
         self.label_set = tuple(label_set)
         self.keep_folds = keep_folds
-        self.blocks: list[tuple] = []           # kept fold blocks, then the means
-        self.n_fold_blocks = 0
-        self._means: dict[tuple[str, str], LogMean] = {}
+        self.chunk_rows = int(chunk_rows)
+        self.blocks: list[tuple] = []           # the kept fold blocks (head, fusion, seed, fold, p)
+        self._spill = SpillFile()
+        self._means: dict[tuple[str, str], _Mean] = {}
         self._last: dict[tuple[str, str], tuple] = {}
         self._done = False
         # The artifact the blocks were written to as they came (`collect_predictions`).
         self.stored: ArtifactRef | None = None
-        # One string array of the ids, shared by every block's frame; one set of categories.
+        # One string array of the ids, sliced (not copied) by every frame; one set of categories.
         self.ids = pd.array(ids, dtype="str", copy=False)
         self.categories = {"head": sorted(set(heads)), "fusion": sorted({str(m["fusion"]) for m in members}),
                            "seed": sorted({str(m["seed"]) for m in members} | {"mean"}),
                            "fold": sorted({str(m["fold"]) for m in members} | {"mean"})}
+
+    @property
+    def n_fold_blocks(self) -> int:
+        return len(self.blocks)
 
     @classmethod
     def of(cls, ids: list[str], parts: list[tuple[dict, dict[str, np.ndarray]]],
@@ -507,7 +545,7 @@ class PoolPredictions:
             pool.add(keys, probs)
         pool.blocks = [(head, str(keys["fusion"]), str(keys["seed"]), str(keys["fold"]), p)
                        for keys, probs in parts for head, p in probs.items()]
-        pool.n_fold_blocks, pool.keep_folds = len(pool.blocks), True
+        pool.keep_folds = True
         pool.finish()
         return pool
 
@@ -516,9 +554,15 @@ class PoolPredictions:
         for _ in self._added(keys, probs):
             pass
 
-    def _added(self, keys: dict, probs: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
-        """`add`, handing out each head's block once it is in the means: a `HeadFile`'s head is
-        read once, for the means and its frame."""
+    def _spans(self) -> list[tuple[int, int]]:
+        """The row ranges worked on at a time (one empty range for no rows)."""
+        n = len(self.ids)
+        return [(a, min(a + self.chunk_rows, n)) for a in range(0, n, self.chunk_rows)] or [(0, 0)]
+
+    def _added(self, keys: dict, probs: Mapping[str, np.ndarray]) -> Iterator[tuple[tuple, int, np.ndarray]]:
+        """`add`, handing out each head's rows a chunk at a time once they are in the means
+        (block key, first row, probabilities): a `HeadFile`'s head is read a chunk at a time,
+        once, for the means and its frames."""
         if self._done:
             raise ValueError("fold model added after the means were made")
         unknown = sorted(set(probs) - set(self.categories["head"]))
@@ -528,26 +572,60 @@ class PoolPredictions:
         fusion, seed, fold = str(keys["fusion"]), str(keys["seed"]), str(keys["fold"])
         if any(v not in self.categories[k] for k, v in (("fusion", fusion), ("seed", seed), ("fold", fold))):
             raise ValueError(f"fold model {keys} is not among the members announced")
-        for head, p in probs.items():
-            if len(p) != len(self.ids):
-                raise ValueError(f"fold model {keys}, head {head}: {len(p)} rows for {len(self.ids)} clips")
+        for head in probs:
+            # A HeadFile's head is read a chunk at a time, unless its block is kept whole.
+            whole = None if isinstance(probs, HeadFile) and not self.keep_folds else np.asarray(probs[head])
+            rows = probs.rows if whole is None else len(whole)
+            if rows != len(self.ids):
+                raise ValueError(f"fold model {keys}, head {head}: {rows} rows for {len(self.ids)} clips")
             group, order = (fusion, head), member_order(seed, fold)
             if group in self._last and order <= self._last[group]:
                 raise ValueError(f"fold model {keys} added after seed/fold {self._last[group]} "
                                  "(members are added by seed, then fold)")
             self._last[group] = order
-            self._means.setdefault(group, LogMean(np.float32)).add(p)
+            mean = self._means.get(group)
+            if mean is None:
+                size = len(self.ids) * len(self.label_set) * 4
+                mean = self._means[group] = _Mean(self._spill.reserve(size))
+            block = (head, fusion, seed, fold)
+            for start, stop in self._spans():
+                p = whole[start:stop] if whole is not None else probs.read(head, start, stop)
+                self._add_rows(mean, start, p)
+                yield block, start, p
+            mean.n += 1
             if self.keep_folds:
-                self.blocks.append((head, fusion, seed, fold, p))
-                self.n_fold_blocks += 1
-            yield head, p
+                self.blocks.append((*block, whole))
+
+    def _running(self, mean: _Mean, start: int, rows: int) -> LogMean:
+        """The running mean of `rows` rows from `start`, read from the spill file."""
+        labels = len(self.label_set)
+        state = LogMean(np.float32)
+        if mean.n:
+            state.total = self._spill.read(mean.total_at + start * labels * 4, np.float32, (rows, labels))
+            state.n = mean.n
+            if mean.missing_at is not None:
+                state.missing = self._spill.read(mean.missing_at + start * labels * 2, np.uint16,
+                                                 (rows, labels))
+        return state
+
+    def _add_rows(self, mean: _Mean, start: int, p: np.ndarray) -> None:
+        """Add a member's rows from `start` to `mean` (elementwise: a chunk's sums and counts are
+        those of the whole block's)."""
+        labels = len(self.label_set)
+        state = self._running(mean, start, len(p))
+        state.add(p)
+        self._spill.write(mean.total_at + start * labels * 4, state.total)
+        if state.missing is not None:
+            if mean.missing_at is None:         # zeros for the rows before: they had no NaN
+                mean.missing_at = self._spill.reserve(len(self.ids) * labels * 2)
+            self._spill.write(mean.missing_at + start * labels * 2, state.missing)
 
     def write(self, parts: Iterable[tuple[dict, Mapping[str, np.ndarray]]]) -> Iterator[pd.DataFrame]:
-        """Add each part as it comes and hand out the frames of its blocks, a head at a time
-        (for `ArtifactStore.save_frames`), then the means' frames."""
+        """Add each part as it comes and hand out the frames of its blocks, a chunk of a head at
+        a time (for `ArtifactStore.save_frames`), then the means' frames."""
         for keys, probs in parts:
-            for head, p in self._added(keys, probs):
-                yield self._frame((head, str(keys["fusion"]), str(keys["seed"]), str(keys["fold"]), p))
+            for block, start, p in self._added(keys, probs):
+                yield self._frame(block, start, p)
         yield from self.frames(means_only=True)
 
     def save(self, store: ArtifactStore, run_id: str, stage: str) -> ArtifactRef:
@@ -555,18 +633,48 @@ class PoolPredictions:
         kept block written now."""
         return self.stored or store.save_frames(self.frames(), run_id, stage, "predictions")
 
+    def release_folds(self) -> None:
+        """Let the kept fold blocks go (stored: they are read back from the artifact if ever
+        needed); the means stay."""
+        self.blocks = []
+        self.keep_folds = False
+
     def finish(self) -> None:
-        """Make the means, by (fusion, head)."""
+        """Make the means, by (fusion, head), a chunk of rows at a time (a row's mean depends on
+        that row only), in place of the sums."""
         if self._done:
             return
         self._done = True
-        for fusion, head in sorted(self._means):
-            self.blocks.append((head, fusion, "mean", "mean", self._means.pop((fusion, head)).result()
-                                .astype(np.float32, copy=False)))
+        for group in sorted(self._means):
+            mean = self._means[group]
+            for start, stop in self._spans():
+                p = self._running(mean, start, stop - start).result().astype(np.float32, copy=False)
+                self._spill.write(mean.total_at + start * len(self.label_set) * 4, p)
 
-    def _frame(self, block: tuple) -> pd.DataFrame:
-        n = len(self.ids)
-        data: dict = {"clip_id": self.ids}
+    def _mean_rows(self, group: tuple[str, str], start: int, stop: int) -> np.ndarray:
+        labels = len(self.label_set)
+        return self._spill.read(self._means[group].total_at + start * labels * 4, np.float32,
+                                (stop - start, labels))
+
+    def probs(self, fusion: str, head: str) -> pd.DataFrame:
+        """One head's means per clip (index clip_id; p_<label>, float32); no rows for a head
+        that no member has."""
+        self.finish()
+        columns = [f"p_{lab}" for lab in self.label_set]
+        if (fusion, head) not in self._means:
+            return pd.DataFrame(np.zeros((0, len(columns)), np.float32), columns=columns,
+                                index=pd.Index([], dtype="str", name="clip_id"))
+        p = self._mean_rows((fusion, head), 0, len(self.ids))
+        return pd.DataFrame(p, columns=columns, index=pd.Index(self.ids, name="clip_id"), copy=False)
+
+    @property
+    def heads(self) -> list[str]:
+        """The "<fusion>/<head>" of every mean."""
+        return [f"{fusion}/{head}" for fusion, head in sorted(self._means)]
+
+    def _frame(self, block: tuple, start: int, p: np.ndarray) -> pd.DataFrame:
+        n = len(p)
+        data: dict = {"clip_id": self.ids[start:start + n]}
         for i, name in enumerate(("head", "fusion", "seed", "fold")):
             # Categorical: a byte per row, not a string.
             cats = self.categories[name] or [""]
@@ -574,25 +682,31 @@ class PoolPredictions:
             data[name] = pd.Categorical.from_codes(np.full(n, code, np.int8 if len(cats) < 127 else np.int32),
                                                    categories=cats)
         for j, lab in enumerate(self.label_set):
-            data[f"p_{lab}"] = np.ascontiguousarray(block[4][:, j], dtype=np.float32)
+            data[f"p_{lab}"] = np.ascontiguousarray(p[:, j], dtype=np.float32)
         return pd.DataFrame(data, copy=False)
 
     def frames(self, means_only: bool = False) -> Iterator[pd.DataFrame]:
-        """A frame per block: the kept fold blocks in the order they were added, then the means
-        by (fusion, head); an empty frame when there is none."""
+        """Frames of `chunk_rows` rows per block: the kept fold blocks in the order they were
+        added, then the means by (fusion, head); an empty frame when there is none."""
         if not means_only and not self.keep_folds:
             raise ValueError("the fold models' blocks were not kept (written as they came): "
                              "only the means are here")
         self.finish()
-        blocks = self.blocks[self.n_fold_blocks:] if means_only else self.blocks
-        if not blocks:
-            yield self._frame(("", "", "", "", np.zeros((0, len(self.label_set)), np.float32))).iloc[:0]
+        if not self._means and (means_only or not self.blocks):
+            yield self._frame(("", "", "", ""), 0, np.zeros((0, len(self.label_set)), np.float32)).iloc[:0]
             return
-        for block in blocks:
-            yield self._frame(block)
+        if not means_only:
+            for head, fusion, seed, fold, p in self.blocks:
+                for start, stop in self._spans():
+                    yield self._frame((head, fusion, seed, fold), start, p[start:stop])
+        for fusion, head in sorted(self._means):
+            for start, stop in self._spans():
+                yield self._frame((head, fusion, "mean", "mean"), start,
+                                  self._mean_rows((fusion, head), start, stop))
 
     def mean_frame(self) -> pd.DataFrame:
-        """The 'mean' rows (seed and fold 'mean'), one per clip, fusion and head."""
+        """The 'mean' rows (seed and fold 'mean'), one per clip, fusion and head, in one frame
+        (small sets and tests; the flows read a head at a time: `probs`)."""
         return pd.concat(list(self.frames(means_only=True)), ignore_index=True)
 
     def frame(self) -> pd.DataFrame:
@@ -681,7 +795,7 @@ def cross_validate(
     collect_predictions(pool, fits(), store_predictions)
     oof = pd.concat(oof_parts, ignore_index=True)
     metrics = oof_metrics(oof, labels_df[~data.pseudo], label_set)
-    return TrainResult(oof, pool.mean_frame(), models, metrics, pool)
+    return TrainResult(oof, pool, models, metrics)
 
 
 def oof_metrics(oof: pd.DataFrame, labels_df: pd.DataFrame, label_set: tuple[str, ...]) -> dict:
@@ -712,7 +826,7 @@ def save_training(result: TrainResult, store: ArtifactStore, run_id: str, stage:
         model_refs.append(store.save_bytes(m["bytes"], run_id, stage, name, suffix=".pt"))
     predictions = result.pool.save(store, run_id, stage)
     # Stored: the per-fold rows are read back from the artifact if ever needed, not held.
-    result.pool = None
+    result.pool.release_folds()
     return {"models": model_refs, "oof": store.save(result.oof, run_id, stage, "oof"),
             "predictions": predictions}
 

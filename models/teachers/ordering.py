@@ -27,13 +27,18 @@ def hash_rank(clip_ids: Sequence[str]) -> pd.Series:
     return pd.Series([hashlib.sha256(c.encode()).hexdigest() for c in clip_ids], index=list(clip_ids))
 
 
-def hash_order(clip_ids: Sequence[str]) -> list[str]:
+def hash_order(clip_ids: Sequence[str]) -> Sequence[str]:
     """`clip_ids` sorted by the sha256 of each id, as `hash_rank`'s hex digests sort: the digests
     as 32-byte strings in one numpy array (a Series of 100,000 hex strings, sorted, held
-    ~45 MB at once; this ~3 MB)."""
-    clip_ids = list(clip_ids)
-    digests = np.array([hashlib.sha256(c.encode()).digest() for c in clip_ids], dtype="S32")
-    return [clip_ids[i] for i in np.argsort(digests, kind="stable")]
+    ~45 MB at once; this ~3 MB). An array of ids (numpy, pandas, Arrow) comes back as one of
+    its kind, taken in that order (not a Python string per clip); a list as a list."""
+    digests = np.empty(len(clip_ids), dtype="S32")
+    for i, c in enumerate(clip_ids):
+        digests[i] = hashlib.sha256(c.encode()).digest()
+    order = np.argsort(digests, kind="stable")
+    if isinstance(clip_ids, np.ndarray | pd.api.extensions.ExtensionArray):
+        return clip_ids[order]
+    return [clip_ids[i] for i in order]
 
 
 def uncertainty(predictions: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
@@ -57,8 +62,9 @@ def uncertainty(predictions: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFr
 
 def priority_order(clip_ids: Sequence[str], predictions: pd.DataFrame | None = None,
                    labels: tuple[str, ...] = (), order: str = "auto",
-                   label_counts: Mapping[str, int] | None = None) -> list[str]:
-    """`clip_ids` sorted by how much their answer is worth, most first."""
+                   label_counts: Mapping[str, int] | None = None) -> Sequence[str]:
+    """`clip_ids` sorted by how much their answer is worth, most first (in hash order, an
+    array of ids stays one: `hash_order`)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
     has_predictions = predictions is not None and len(predictions) > 0

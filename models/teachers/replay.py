@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+import os
+import weakref
+import zlib
+from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -88,32 +93,17 @@ def _answer(row: dict, labels: tuple[str, ...]) -> Answer:
     return own_line(row, labels)
 
 
-def index_answers(data: bytes, path: str | Path) -> tuple[dict[str, tuple[int, int]], set[str]]:
-    """Where each clip's line is in the file's bytes `data` (by clip name or id: start, end)
-    and the models named in it; a bad line raises ValueError naming it (`path`:line). A later
-    line for the same clip wins."""
-    where: dict[str, tuple[int, int]] = {}
-    models: set[str] = set()
-    start, number = 0, 0
-    while start < len(data):
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end + 1
-        number += 1
-        line = data[start:end]
-        if line.strip():
-            try:
-                row = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not UTF-8 ({exc.reason})") from None
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: not a JSON object")
-            key, model = _line(row, path, number)
-            models.add(model)
-            where[key] = (start, end)
-        start = end
-    return where, models
+def _checked_row(line: bytes, path: str | Path, number: int) -> dict:
+    """One non-blank line parsed as a JSON object; ValueError naming it (`path`:line)."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}:{number}: not UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}:{number}: not a JSON object")
+    return row
 
 
 def _key_hash(key: str) -> int:
@@ -123,38 +113,64 @@ def _key_hash(key: str) -> int:
 
 
 class LineIndex:
-    """Where each clip's line is in a file's bytes (`index_answers`' map): per line its key's
-    hash, start and end, sorted by hash; 24 bytes a clip, where the map of keys to (start, end)
-    was ~220 (+23 MB for the teacher stage from 25,000 to 100,000 lines). A hash may match
-    more than one line: whose line it is, the caller reads from the line itself."""
+    """Where each clip's line is in the answers file: per line its key's hash, start, end and
+    CRC-32, sorted by hash, and among lines of one hash the later first (a later line for the
+    same clip wins); 28 bytes a line, where a map of keys to (start, end) was ~220 (+23 MB for
+    the teacher stage from 25,000 to 100,000 lines). A hash may match more than one line:
+    whose line it is, the caller reads from the line itself."""
 
-    def __init__(self, where: Mapping[str, tuple[int, int]]) -> None:
-        hashes = np.fromiter((_key_hash(k) for k in where), np.int64, len(where))
-        spans = np.array(list(where.values()), np.int64).reshape(-1, 2)
-        order = np.argsort(hashes, kind="stable")
-        self.hashes, self.starts, self.ends = hashes[order], spans[order, 0], spans[order, 1]
+    def __init__(self, hashes: Sequence[int], starts: Sequence[int], ends: Sequence[int],
+                 crcs: Sequence[int]) -> None:
+        hashes, starts = np.asarray(hashes, np.int64), np.asarray(starts, np.int64)
+        order = np.lexsort((-starts, hashes))
+        self.hashes, self.starts = hashes[order], starts[order]
+        self.ends, self.crcs = np.asarray(ends, np.int64)[order], np.asarray(crcs, np.uint32)[order]
 
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def spans(self, key: str) -> Iterator[tuple[int, int]]:
-        """(start, end) of each line whose key hashes as `key` does: `key`'s, if it has one,
-        and any whose hash collides with it."""
+    def spans(self, key: str) -> Iterator[tuple[int, int, int]]:
+        """(start, end, CRC-32) of each line whose key hashes as `key` does, the later first:
+        `key`'s, if it has any, and any whose hash collides with it."""
         h = _key_hash(key)
         i = int(np.searchsorted(self.hashes, h))
         while i < len(self.hashes) and self.hashes[i] == h:
-            yield int(self.starts[i]), int(self.ends[i])
+            yield int(self.starts[i]), int(self.ends[i]), int(self.crcs[i])
             i += 1
+
+
+def index_answers(f: BinaryIO, path: str | Path) -> tuple[LineIndex, set[str], str]:
+    """Read the answers file `f` (binary, from its start) once, a line at a time: where each
+    clip's line is (by clip name or id), the models named in it, and the file's sha256; a bad
+    line raises ValueError naming it (`path`:line). Neither the file's bytes nor a map of its
+    keys is held."""
+    hashes, starts, ends, crcs = array("q"), array("q"), array("q"), array("I")
+    models: set[str] = set()
+    digest = hashlib.sha256()
+    offset = 0
+    for number, line in enumerate(f, start=1):
+        digest.update(line)
+        if line.strip():
+            key, model = _line(_checked_row(line, path, number), path, number)
+            models.add(model)
+            hashes.append(_key_hash(key))
+            starts.append(offset)
+            ends.append(offset + len(line))
+            crcs.append(zlib.crc32(line))
+        offset += len(line)
+    return LineIndex(hashes, starts, ends, crcs), models, digest.hexdigest()
 
 
 class ReplayTeacher(Teacher):
     """Answers from a JSONL file. `model`: the model name to record (default: the file's).
 
-    `fit` reads the file once, checks every line and keeps its bytes and where each clip's
-    line is (`LineIndex`); `ask` parses that line (a 100,000-line file's parsed answers held
-    ~85 MB for the whole run, most of them served from the cache and never asked for). The
-    answers are those of the bytes whose hash is in the cache key, whatever happens to the
-    file meanwhile."""
+    `fit` reads the file once, a line at a time, checks every line and keeps where each clip's
+    line is (`LineIndex`) and the file open; `ask` reads and parses that line (a 100,000-line
+    file's parsed answers held ~85 MB for the whole run, its bytes 12.5 MB, and a batch job's
+    output, whose lines carry whole responses, ~1.5 KB a line). The answers are those of the
+    bytes whose hash is in the cache key: the file stays open, so one replaced meanwhile (a
+    new file renamed over it) is still read as it was, and a line whose bytes changed in place
+    (its CRC-32 differs) is refused, not answered."""
 
     kind = "replay"
 
@@ -170,13 +186,23 @@ class ReplayTeacher(Teacher):
         if not path.is_file():
             raise ValueError(f"answers file {path} does not exist")
         self.labels_ = tuple(labels)
-        self.data_ = path.read_bytes()
-        self.prompt_sha256_ = hashlib.sha256(self.data_).hexdigest()
-        where, models = index_answers(self.data_, path)
-        self.lines_ = LineIndex(where)
+        # One descriptor, open while the teacher lives (closed with it), indexes, hashes and
+        # then reads the lines: the file a rename put in its place later is not read.
+        self.close()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._closer = weakref.finalize(self, os.close, fd)
+        self.fd_ = fd
+        with os.fdopen(os.dup(fd), "rb") as f:
+            self.lines_, models, self.prompt_sha256_ = index_answers(f, path)
         self.model_ = self.model or (models.pop() if len(models) == 1 else "replay")
         self.params_sha256_ = sha256_json({"labels": self.labels_})
         return self
+
+    def close(self) -> None:
+        """Close the answers file (a fitted teacher is closed when it is let go)."""
+        closer = getattr(self, "_closer", None)
+        if closer is not None:
+            closer()
 
     def ask(self, clip: Clip, question: str = "label") -> Answer:
         for key in (clip.name, clip.clip_id):            # a line for the name first, as fit keys them
@@ -186,9 +212,14 @@ class ReplayTeacher(Teacher):
         raise TeacherError(f"no answer for {clip.name} in {Path(self.path).name}", False)
 
     def _row(self, key: str) -> dict | None:
-        """The parsed line of clip `key`, or None."""
-        for start, end in self.lines_.spans(key):
-            row = json.loads(self.data_[start:end])
+        """The parsed line of clip `key` (its latest), or None."""
+        for start, end, crc in self.lines_.spans(key):
+            line = os.pread(self.fd_, end - start, start)
+            if len(line) != end - start or zlib.crc32(line) != crc:
+                raise TeacherError(f"{Path(self.path).name} changed since the teacher read it (the "
+                                   f"line at byte {start}): its answers no longer match the file "
+                                   "hashed into the cache key; run the teacher again", False)
+            row = json.loads(line)
             if _line(row, self.path, 0)[0] == key:
                 return row
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import threading
 
@@ -143,12 +144,21 @@ def test_replay_parses_a_line_when_asked_from_the_bytes_it_hashed(tmp_path):
         {"name": "s1", "model": "m", "label": "angry", "scores": {"angry": 0.7}},   # a later line wins
     ])
     t = ReplayTeacher(path).fit(LABELS)
-    assert len(t.lines_) == 2                            # a line per clip: the later s1's
+    assert len(t.lines_) == 3
+    assert t.ask(clip("s1")).label == "angry"            # the later s1 line
     key = t.key(clip("s1"))
-    # The file rewritten after fit: the answers stay those of the file the key was made from.
-    write_jsonl(path, [{"name": "s1", "model": "m", "label": "sad", "scores": {}}])
+    # A new file renamed over it after fit: the answers stay those of the file the key was made from.
+    new = write_jsonl(tmp_path / "b.jsonl", [{"name": "s1", "model": "m", "label": "sad", "scores": {}}])
+    os.replace(new, path)
     assert t.ask(clip("s1")).label == "angry" and t.ask(clip("s2")).label == "happy"
     assert t.key(clip("s1")) == key != ReplayTeacher(path).fit(LABELS).key(clip("s1"))
+    # Rewritten in place: a line whose bytes changed is refused, never answered under the old key.
+    rewritten = ReplayTeacher(path).fit(LABELS)
+    path.write_text(path.read_text().replace("sad", "bad"))
+    with pytest.raises(TeacherError, match="a.jsonl changed since the teacher read it"):
+        rewritten.ask(clip("s1"))
+    t.close()
+    rewritten.close()
 
 
 def test_replay_finds_each_clips_line_when_every_key_hashes_alike(tmp_path, monkeypatch):
@@ -166,6 +176,28 @@ def test_replay_finds_each_clips_line_when_every_key_hashes_alike(tmp_path, monk
     assert [t.ask(clip(n)).label for n in ("s1", "s2", "s3")] == ["sad", "happy", "angry"]
     with pytest.raises(TeacherError, match="no answer for s4"):
         t.ask(clip("s4"))
+
+
+def test_replay_holds_neither_the_files_bytes_nor_a_map_of_its_keys(tmp_path):
+    """A fitted replay teacher keeps 28 bytes a line (the line index) and reads a line when asked:
+    not the file (~1.5 KB a line for a batch job's output) nor a dict entry per clip."""
+    import tracemalloc
+
+    def held(lines: int) -> tuple[int, int]:
+        path = write_jsonl(tmp_path / f"{lines}.jsonl", [
+            {"name": f"sample_{i:08d}", "model": "m", "label": "sad", "scores": {"sad": 0.9},
+             "reasoning": "x" * 400} for i in range(lines)])
+        tracemalloc.start()
+        t = ReplayTeacher(path).fit(LABELS)
+        size, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert t.ask(clip(f"sample_{lines - 1:08d}")).label == "sad"
+        t.close()
+        return size, path.stat().st_size
+
+    (small, _), (large, file_bytes) = held(2_000), held(20_000)
+    assert file_bytes > 9_000_000
+    assert large - small < 18_000 * 40          # the index: 28 bytes a line, and some slack
 
 
 def test_replay_names_the_line_that_is_not_utf8_or_not_an_object(tmp_path):

@@ -154,6 +154,23 @@ def test_soft_ensemble_averages_members_and_skips_missing_ones():
         ensemble_scores(_members(), ["moe/nope"], LABELS)
 
 
+def test_the_ensemble_reads_the_pools_heads_as_it_reads_a_frame_of_their_means():
+    from tasks.train import PoolPredictions
+
+    frame = _members()
+    parts = [({"fusion": f, "seed": "0", "fold": "0"},
+              {h: g[[f"p_{lab}" for lab in LABELS]].to_numpy(np.float32)
+               for h, g in frame[frame["fusion"] == f].groupby("head")})
+             for f in ("moe", "attention")]
+    pool = PoolPredictions.of(["a", "b", "c"], parts, tuple(LABELS))
+    for method in ("soft", "hard"):
+        members = ["moe/final", "attention/final", "moe/fused"]
+        pd.testing.assert_frame_equal(ensemble_scores(pool, members, LABELS, method),
+                                      ensemble_scores(pool.mean_frame(), members, LABELS, method))
+    with pytest.raises(ValueError, match=r"not among the heads \(attention/final, moe/final, moe/fused\)"):
+        ensemble_scores(pool, ["moe/nope"], LABELS)
+
+
 def test_hard_ensemble_is_a_majority_vote():
     members = ["moe/final", "attention/final", "moe/fused"]
     soft = ensemble_scores(_members(), members, LABELS, "soft").set_index("clip_id")

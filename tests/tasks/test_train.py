@@ -610,3 +610,77 @@ def test_too_few_labels_for_the_folds_is_a_clear_error(corpus, tmp_path):
     registry, features, _ = corpus
     with pytest.raises(ValueError, match="at least 20 human-labelled clips of each"):
         train(registry, features, LABELS, TrainConfig(folds=20), ArtifactStore(tmp_path), "r")
+
+
+def test_pool_means_are_made_a_chunk_of_rows_at_a_time_bit_for_bit(tmp_path):
+    """The running sums are kept in the spill file and worked on `chunk_rows` rows at a time: the
+    means, the frames and the votes read from them are those of one pass over every row, and a
+    fold worker's HeadFile is never read a whole head at once."""
+    from tasks.mine import voter_probs
+
+    rng = np.random.default_rng(3)
+    n, labels, heads = 23, ("happy", "sad", "neutral"), ("final", "expert:au")
+    ids = [f"c{i:02d}" for i in range(n)]
+    members = [{"fusion": "moe", "seed": "0", "fold": str(f)} for f in range(3)]
+    probs = [{head: rng.dirichlet(np.ones(3), n).astype(np.float32) for head in heads} for _ in members]
+    # The expert lacks some clips: first in the third chunk of the first member (the counts of
+    # members lacking a value start there), one clip in every member (its mean stays NaN).
+    for f, rows in enumerate(([9, 10, 20], [1, 17, 20, 22], [20])):
+        probs[f]["expert:au"][rows] = np.nan
+
+    class ChunkOnly(train_module.HeadFile):
+        def read(self, head, start=0, stop=None):
+            stop = self.rows if stop is None else stop
+            assert stop - start <= 4, f"{stop - start} rows of {head} read at once"
+            return super().read(head, start, stop)
+
+    files = []
+    for f, member in enumerate(probs):
+        path = tmp_path / f"fit-{f}.f32"
+        path.write_bytes(b"".join(member[head].tobytes() for head in heads))
+        files.append(ChunkOnly(str(path), heads, n, len(labels)))
+    whole = PoolPredictions(ids, labels, members, heads, keep_folds=False, chunk_rows=10**6)
+    chunked = PoolPredictions(ids, labels, members, heads, keep_folds=False, chunk_rows=4)
+    in_one = list(whole.write(zip(members, probs, strict=True)))
+    in_chunks = list(chunked.write(zip(members, files, strict=True)))
+    assert [len(f) for f in in_chunks[:7]] == [4, 4, 4, 4, 4, 3, 4]
+    assert len(in_chunks) == (3 * 2 + 2) * 6 and len(in_one) == 3 * 2 + 2
+    pd.testing.assert_frame_equal(pd.concat(in_chunks, ignore_index=True),
+                                  pd.concat(in_one, ignore_index=True))
+    for head in heads:
+        expected = mean_log([member[head] for member in probs])
+        got = chunked.probs("moe", head)
+        assert got.index.tolist() == ids and got.index.name == "clip_id"
+        assert np.array_equal(got.to_numpy(), expected, equal_nan=True)
+    assert np.isnan(chunked.probs("moe", "expert:au").loc["c20"]).all()
+    assert chunked.heads == ["moe/expert:au", "moe/final"]
+    assert chunked.probs("attention", "final").empty
+    # A vote reads the same probabilities from the pool as from the frame of its means.
+    from_pool = voter_probs(chunked, ["moe/final", "moe/expert:au", "teacher"], labels)
+    from_frame = voter_probs(chunked.mean_frame(), ["moe/final", "moe/expert:au", "teacher"], labels)
+    assert set(from_pool) == {"moe/final", "moe/expert:au"}
+    for voter, frame in from_frame.items():
+        pd.testing.assert_frame_equal(from_pool[voter], frame)
+
+
+def test_the_pool_keeps_no_head_of_the_whole_pool_in_memory():
+    """What a PoolPredictions holds while fold models are added does not grow with the pool:
+    the sums are in its spill file."""
+    import tracemalloc
+
+    labels = ("happy", "sad", "neutral")
+    members = [{"fusion": "moe", "seed": "0", "fold": str(f)} for f in range(2)]
+
+    def held(n: int) -> int:
+        pool = PoolPredictions([f"c{i:07d}" for i in range(n)], labels, members, ["final"],
+                               keep_folds=False, chunk_rows=1024)
+        p = np.full((n, 3), 1 / 3, np.float32)
+        tracemalloc.start()
+        for _ in pool.write([(keys, {"final": p}) for keys in members]):
+            pass
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return peak
+
+    # 200,000 clips' sums in memory are 2.4 MB, and their mean as much again; a chunk's are 12 KB.
+    assert held(200_000) - held(20_000) < 200_000
