@@ -72,13 +72,17 @@ def cached_answers(catalog: Catalog, teacher: str, question: str = "label",
 
 
 def record_answers(catalog: Catalog, answers: pd.DataFrame) -> None:
-    """Upsert a batch of answers (ANSWER_COLUMNS; scores and shares as JSON text), dated now."""
+    """Upsert a batch of answers (ANSWER_COLUMNS; scores and shares as JSON text), dated now:
+    a key's cached row, if it has one, is replaced (deleted, then the new one inserted, in one
+    transaction: the cache has no key index, schema v10), and of a key twice in the batch the
+    later row is kept."""
     if answers.empty:
         return
-    frame = answers[ANSWER_COLUMNS].copy()
-    frame["created_at"] = now()
+    frame = answers[ANSWER_COLUMNS].drop_duplicates("cache_key", keep="last")
+    frame = frame.assign(created_at=now())
     with catalog.writer() as s:
         s.register("answers", frame)
+        s.run("teacher_delete_answers")
         s.run("teacher_upsert_answers")
         s.unregister("answers")
 
