@@ -23,7 +23,8 @@ Then runs the real stages, one process at a time, on that workspace:
     mersemi audit rounds | accepted --round 1 | clip NAME
 
 and prints, per stage, wall time and the peak summed PSS of the stage's process tree
-(/proc/PID/smaps_rollup, every 0.25 s, children included); per mining round its wall time (the catalog's
+(/proc/PID/smaps_rollup, every 0.25 s, children included) and the peak of the stage's process
+while no fold worker was alive (the phases around the fits); per mining round its wall time (the catalog's
 stages.started_at / finished_at); and the in-memory size of the feature matrix, to compare
 peaks across pool sizes. Several `--pool` values run one after the other in fresh workspaces.
 Each stage's PSS samples go to ROOT/pss-<pool>-<stage>.csv (t_s, pss_mb, and its parts own_mb
@@ -273,9 +274,12 @@ def run_stage(args: list[str], env: dict) -> dict:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{err[-4000:]}")
     last = out.strip().splitlines()[-1] if out.strip() else ""
     at, own, workers = max(trace, key=lambda x: x[1] + x[2]) if trace else (0.0, 0, 0)
+    # The phases without fold workers (building, voting, deciding, recording) peak apart from
+    # the fits: both must stop growing with the pool for the stage's peak to.
+    alone = max((o for _, o, w in trace if not w), default=0)
     return {"wall_s": wall, "peak_mb": (own + workers) / 2**20, "peak_at_s": at,
-            "own_mb": own / 2**20, "workers_mb": workers / 2**20, "stdout": out, "last": last,
-            "trace": trace}
+            "own_mb": own / 2**20, "workers_mb": workers / 2**20, "alone_mb": alone / 2**20,
+            "stdout": out, "last": last, "trace": trace}
 
 
 def round_times(ws: Path, run_id: str) -> list[tuple[int, float, int, int]]:
@@ -326,8 +330,8 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         ("audit accepted --round 1", [MERSEMI, "audit", "accepted", *w, "--round", "1"]),
         ("audit clip", [MERSEMI, "audit", "clip", built["sample"], *w]),
     ]
-    print("\n| stage | wall s | peak PSS MB | of which: stage process, workers | peak at s |\n"
-          "|---|---|---|---|---|")
+    print("\n| stage | wall s | peak PSS MB | of which: stage process, workers | peak at s "
+          "| peak with no worker alive |\n|---|---|---|---|---|---|")
     results = {}
     for name, cmd in stages:
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):
@@ -335,7 +339,7 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         res = run_stage(cmd, env)
         results[name] = res
         print(f"| {name} | {res['wall_s']:.1f} | {res['peak_mb']:.0f} | {res['own_mb']:.0f}, "
-              f"{res['workers_mb']:.0f} | {res['peak_at_s']:.0f} |", flush=True)
+              f"{res['workers_mb']:.0f} | {res['peak_at_s']:.0f} | {res['alone_mb']:.0f} |", flush=True)
         # The PSS samples, to place the peak among the stage's steps (rounds' times: the catalog).
         slug = name.split(" ")[0]
         (root / f"pss-{n_pool}-{slug}.csv").write_text(
