@@ -198,6 +198,17 @@ class ReplayTeacher(Teacher):
         self.params_sha256_ = sha256_json({"labels": self.labels_})
         return self
 
+    def __getstate__(self) -> dict:
+        # A pickled teacher (a task result persisted, say) carries its index, not the descriptor:
+        # the copy opens the file again, and its CRC-32 checks refuse lines that changed since.
+        return {k: v for k, v in self.__dict__.items() if k not in ("fd_", "_closer")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "lines_" in state:
+            self.fd_ = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._closer = weakref.finalize(self, os.close, self.fd_)
+
     def close(self) -> None:
         """Close the answers file (a fitted teacher is closed when it is let go)."""
         closer = getattr(self, "_closer", None)

@@ -161,6 +161,19 @@ def test_replay_parses_a_line_when_asked_from_the_bytes_it_hashed(tmp_path):
     rewritten.close()
 
 
+def test_a_pickled_replay_teacher_reopens_its_file_and_answers_alike(tmp_path):
+    import pickle
+
+    path = write_jsonl(tmp_path / "a.jsonl", [{"name": "s1", "model": "m", "label": "sad", "scores": {}},
+                                             {"name": "s2", "model": "m", "label": "happy", "scores": {}}])
+    t = ReplayTeacher(path).fit(LABELS)
+    copy = pickle.loads(pickle.dumps(t))
+    assert [copy.ask(clip(n)).label for n in ("s1", "s2")] == ["sad", "happy"]
+    assert copy.key(clip("s1")) == t.key(clip("s1")) and copy.fd_ != t.fd_
+    copy.close()
+    t.close()
+
+
 def test_replay_finds_each_clips_line_when_every_key_hashes_alike(tmp_path, monkeypatch):
     from models.teachers import replay
 
