@@ -214,6 +214,7 @@ class ReplayTeacher(Teacher):
         closer = getattr(self, "_closer", None)
         if closer is not None:
             closer()
+        self.fd_ = -1                   # asked after this: EBADF, never a reused descriptor
 
     def ask(self, clip: Clip, question: str = "label") -> Answer:
         for key in (clip.name, clip.clip_id):            # a line for the name first, as fit keys them

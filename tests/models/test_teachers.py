@@ -172,6 +172,8 @@ def test_a_pickled_replay_teacher_reopens_its_file_and_answers_alike(tmp_path):
     assert copy.key(clip("s1")) == t.key(clip("s1")) and copy.fd_ != t.fd_
     copy.close()
     t.close()
+    with pytest.raises(OSError):                     # closed: no answer from another file
+        t.ask(clip("s1"))
 
 
 def test_replay_finds_each_clips_line_when_every_key_hashes_alike(tmp_path, monkeypatch):
