@@ -26,6 +26,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from storage.artifacts import ArtifactRef, ArtifactStore
+from tasks.mine import pool_heads, pool_probs
 from tasks.predict import submission_frame
 from tasks.train import PoolPredictions
 
@@ -49,20 +50,12 @@ def ensemble_scores(frame: pd.DataFrame | PoolPredictions, members: Sequence[str
     if method not in ENSEMBLE_METHODS:
         raise ValueError(f"unknown ensemble method {method!r}; choose {' or '.join(ENSEMBLE_METHODS)}")
     cols = [f"p_{lab}" for lab in labels]
-    if isinstance(frame, pd.DataFrame):
-        mean = frame[frame["seed"] == "mean"]
-        heads = sorted(set(mean["fusion"].astype(str) + "/" + mean["head"].astype(str)))
-    else:
-        heads = frame.heads
     stacks = []
     for member in members:
-        fusion, _, head = member.partition("/")
-        if isinstance(frame, pd.DataFrame):
-            rows = mean[(mean["fusion"] == fusion) & (mean["head"] == head)].set_index("clip_id")[cols]
-        else:
-            rows = frame.probs(fusion, head)
+        rows = pool_probs(frame, member, labels)
         if rows.empty:
-            raise ValueError(f"ensemble member {member!r} is not among the heads ({', '.join(heads)})")
+            raise ValueError(f"ensemble member {member!r} is not among the heads "
+                             f"({', '.join(pool_heads(frame))})")
         stacks.append(rows)
     ids = sorted(set().union(*(s.index for s in stacks)))
     p = np.stack([s.reindex(ids).to_numpy(np.float64) for s in stacks])       # (M, N, L)

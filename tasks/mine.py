@@ -466,13 +466,21 @@ def pool_probs(predictions: pd.DataFrame | PoolPredictions, voter: str, labels: 
                ) -> pd.DataFrame:
     """One head's fold-averaged probabilities per clip (index clip_id): read from the pool's
     predictions (`PoolPredictions.probs`, what the flows hand on), or the 'mean' rows of a
-    frame of them."""
-    fusion, head = voter.split("/", 1)
+    frame of them (the ensemble's members too: tasks/finalize). No rows for a head it lacks."""
+    fusion, _, head = voter.partition("/")
     if not isinstance(predictions, pd.DataFrame):
         return predictions.probs(fusion, head)
     rows = predictions[(predictions["seed"] == "mean") & (predictions["fusion"] == fusion)
                        & (predictions["head"] == head)]
     return rows.set_index("clip_id")[[f"p_{lab}" for lab in labels]]
+
+
+def pool_heads(predictions: pd.DataFrame | PoolPredictions) -> list[str]:
+    """The "<fusion>/<head>" of every head `pool_probs` can read, sorted."""
+    if not isinstance(predictions, pd.DataFrame):
+        return predictions.heads
+    mean = predictions[predictions["seed"] == "mean"]
+    return sorted(set(mean["fusion"].astype(str) + "/" + mean["head"].astype(str)))
 
 
 def accepted_labels(decisions: pd.DataFrame, weighting: str = "hard") -> pd.DataFrame:

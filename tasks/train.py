@@ -585,8 +585,7 @@ class PoolPredictions:
             self._last[group] = order
             mean = self._means.get(group)
             if mean is None:
-                size = len(self.ids) * len(self.label_set) * 4
-                mean = self._means[group] = _Mean(self._spill.reserve(size))
+                mean = self._means[group] = _Mean(self._spill.reserve(self._at(0, len(self.ids), np.float32)))
             block = (head, fusion, seed, fold)
             for start, stop in self._spans():
                 p = whole[start:stop] if whole is not None else probs.read(head, start, stop)
@@ -596,29 +595,32 @@ class PoolPredictions:
             if self.keep_folds:
                 self.blocks.append((*block, whole))
 
+    def _at(self, region: int, row: int, dtype) -> int:
+        """Where `row` starts in a spill region of rows x labels values of `dtype`."""
+        return region + row * len(self.label_set) * np.dtype(dtype).itemsize
+
     def _running(self, mean: _Mean, start: int, rows: int) -> LogMean:
         """The running mean of `rows` rows from `start`, read from the spill file."""
-        labels = len(self.label_set)
+        shape = (rows, len(self.label_set))
         state = LogMean(np.float32)
         if mean.n:
-            state.total = self._spill.read(mean.total_at + start * labels * 4, np.float32, (rows, labels))
+            state.total = self._spill.read(self._at(mean.total_at, start, np.float32), np.float32, shape)
             state.n = mean.n
             if mean.missing_at is not None:
-                state.missing = self._spill.read(mean.missing_at + start * labels * 2, np.uint16,
-                                                 (rows, labels))
+                at = self._at(mean.missing_at, start, np.uint16)
+                state.missing = self._spill.read(at, np.uint16, shape)
         return state
 
     def _add_rows(self, mean: _Mean, start: int, p: np.ndarray) -> None:
         """Add a member's rows from `start` to `mean` (elementwise: a chunk's sums and counts are
         those of the whole block's)."""
-        labels = len(self.label_set)
         state = self._running(mean, start, len(p))
         state.add(p)
-        self._spill.write(mean.total_at + start * labels * 4, state.total)
+        self._spill.write(self._at(mean.total_at, start, np.float32), state.total)
         if state.missing is not None:
             if mean.missing_at is None:         # zeros for the rows before: they had no NaN
-                mean.missing_at = self._spill.reserve(len(self.ids) * labels * 2)
-            self._spill.write(mean.missing_at + start * labels * 2, state.missing)
+                mean.missing_at = self._spill.reserve(self._at(0, len(self.ids), np.uint16))
+            self._spill.write(self._at(mean.missing_at, start, np.uint16), state.missing)
 
     def write(self, parts: Iterable[tuple[dict, Mapping[str, np.ndarray]]]) -> Iterator[pd.DataFrame]:
         """Add each part as it comes and hand out the frames of its blocks, a chunk of a head at
@@ -649,12 +651,11 @@ class PoolPredictions:
             mean = self._means[group]
             for start, stop in self._spans():
                 p = self._running(mean, start, stop - start).result().astype(np.float32, copy=False)
-                self._spill.write(mean.total_at + start * len(self.label_set) * 4, p)
+                self._spill.write(self._at(mean.total_at, start, np.float32), p)
 
     def _mean_rows(self, group: tuple[str, str], start: int, stop: int) -> np.ndarray:
-        labels = len(self.label_set)
-        return self._spill.read(self._means[group].total_at + start * labels * 4, np.float32,
-                                (stop - start, labels))
+        return self._spill.read(self._at(self._means[group].total_at, start, np.float32), np.float32,
+                                (stop - start, len(self.label_set)))
 
     def probs(self, fusion: str, head: str) -> pd.DataFrame:
         """One head's means per clip (index clip_id; p_<label>, float32); no rows for a head

@@ -189,10 +189,8 @@ class ReplayTeacher(Teacher):
         # One descriptor, open while the teacher lives (closed with it), indexes, hashes and
         # then reads the lines: the file a rename put in its place later is not read.
         self.close()
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self._closer = weakref.finalize(self, os.close, fd)
-        self.fd_ = fd
-        with os.fdopen(os.dup(fd), "rb") as f:
+        self._open()
+        with os.fdopen(os.dup(self.fd_), "rb") as f:
             self.lines_, models, self.prompt_sha256_ = index_answers(f, path)
         self.model_ = self.model or (models.pop() if len(models) == 1 else "replay")
         self.params_sha256_ = sha256_json({"labels": self.labels_})
@@ -206,8 +204,12 @@ class ReplayTeacher(Teacher):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if "lines_" in state:
-            self.fd_ = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            self._closer = weakref.finalize(self, os.close, self.fd_)
+            self._open()
+
+    def _open(self) -> None:
+        """Open the answers file for this teacher's life (closed by `close` or with it)."""
+        self.fd_ = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._closer = weakref.finalize(self, os.close, self.fd_)
 
     def close(self) -> None:
         """Close the answers file (a fitted teacher is closed when it is let go)."""
