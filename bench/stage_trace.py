@@ -2,7 +2,9 @@
 bench/scale_pool.py reports per stage). Runs a `mersemi` command in this process with the
 named functions wrapped: each call prints, on return, the process's resident memory (VmRSS)
 and the peak resident memory since the call began (VmHWM, reset on entry), in MB, and the
-call's wall time. Forked fold workers are separate processes and are not counted here.
+call's wall time; before each outermost traced call and at the end, the peak since the last
+one returned ("between calls"). Forked fold workers are separate processes and are not counted
+here.
 
     python bench/stage_trace.py --trace tasks.train.training_set,tasks.train.cross_validate,\\
         tasks.train.save_training,tasks.mine.mine_round,storage.records.record_round -- \\
@@ -34,6 +36,12 @@ def reset_peak() -> None:
         f.write("5")
 
 
+def between() -> None:
+    """The peak outside traced calls: since the last one returned (or the start), to now."""
+    now = status()
+    print(f"[trace] (between calls) rss {now['VmRSS']} MB, peak {now['VmHWM']} MB", file=sys.stderr, flush=True)
+
+
 def wrap(dotted: str, stack: list[int]) -> int:
     """Wrap `dotted` everywhere it is referenced (module attributes, Prefect tasks' `fn`);
     returns how many references were replaced."""
@@ -44,6 +52,8 @@ def wrap(dotted: str, stack: list[int]) -> int:
     def traced(*args, **kwargs):
         if stack:                           # the caller's peak so far, before the reset
             stack[-1] = max(stack[-1], status()["VmHWM"])
+        else:                               # the peak since the last traced call (or the start)
+            between()
         stack.append(0)                     # the peak of calls nested in this one
         reset_peak()
         before, started = status()["VmRSS"], time.perf_counter()
@@ -56,6 +66,8 @@ def wrap(dotted: str, stack: list[int]) -> int:
                 stack[-1] = max(stack[-1], peak)
             print(f"[trace] {'  ' * len(stack)}{dotted}: {time.perf_counter() - started:.1f} s, "
                   f"rss {before} -> {now['VmRSS']} MB, peak {peak} MB", file=sys.stderr, flush=True)
+            if not stack:
+                reset_peak()
 
     replaced = 0
     for mod in list(sys.modules.values()):
@@ -85,9 +97,11 @@ def main() -> None:
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     print(f"[trace] start: rss {status()['VmRSS']} MB", file=sys.stderr, flush=True)
+    reset_peak()
     try:
         app(command, standalone_mode=False)
     finally:
+        between()
         print(f"[trace] end: rss {status()['VmRSS']} MB", file=sys.stderr, flush=True)
 
 

@@ -109,7 +109,7 @@ def mine_flow(params: MineParams) -> dict:
                 result.decisions = mark_new(result.decisions, mined_before)
                 summary = round_summary(r, state.dataset, len(pool), result, stop)
                 rounds.append(summary)
-                record_round(ws.catalog, run_id, r, started, result.decisions,
+                record_round(ws.catalog, run_id, r, started, result.records(),
                              f"{params.policy}-{params.selection}-v2",
                              summary, round_metrics(result), refs, [state.registry_artifact_id, *feature_ids])
                 logger.info("round %d: %d of %d accepted %s", r, summary["accepted"], len(pool),

@@ -306,26 +306,32 @@ def latest_stage_run(catalog: Catalog, stage: str, dataset: str) -> tuple[str, l
 
 
 def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetime,
-                 decisions: pd.DataFrame, decided_by: str, summary: dict,
+                 decisions: pd.DataFrame | Iterable[pd.DataFrame], decided_by: str, summary: dict,
                  metrics: Sequence[tuple[str, str, float]] = (), refs: Sequence[ArtifactRef] = (),
                  inputs: Sequence[str] = ()) -> None:
-    """One mining round: its artifacts, every pool clip's decision, metrics and summary.
-    `decisions` may carry `new_clip` (tasks.mine.mark_new); without it, it is recorded unknown."""
-    twice = decisions["clip_id"][decisions["clip_id"].duplicated()]
-    if len(twice):
-        raise ValueError(f"round {round_} of run {run_id} decides {twice.nunique()} clip(s) more than "
-                         f"once, e.g. {twice.iloc[0]!r}: a clip is decided once per round")
-    if "new_clip" not in decisions:
-        decisions = decisions.assign(new_clip=pd.Series([None] * len(decisions), dtype="boolean"))
+    """One mining round: its artifacts, every pool clip's decision, metrics and summary, in one
+    transaction. `decisions`: a frame (clip_id, decision, label, confidence, reason, votes as
+    JSON text, optionally `new_clip` (tasks.mine.mark_new; without it, recorded unknown)), or
+    frames of them inserted one at a time (`tasks.mine.RoundResult.records`: no frame of every
+    clip's reasons and votes is held). A clip decided twice rolls the round back."""
+    frames = [decisions] if isinstance(decisions, pd.DataFrame) else decisions
     with catalog.writer() as s:
         if s.run("round_decisions_count", run_id=run_id, round=round_).fetchall()[0][0]:
             raise CatalogError(f"round {round_} of run {run_id} is already recorded: its decisions "
                                "are not recorded twice")
         for ref in refs:
             record_artifact(s, ref, inputs=inputs)
-        s.register("decisions", decisions)
-        s.run("insert_decisions", run_id=run_id, round=round_, decided_by=decided_by, decided_at=now())
-        s.unregister("decisions")
+        decided_at = now()
+        for frame in frames:
+            if "new_clip" not in frame:
+                frame = frame.assign(new_clip=pd.Series([None] * len(frame), dtype="boolean", index=frame.index))
+            s.register("decisions", frame)
+            s.run("insert_decisions", run_id=run_id, round=round_, decided_by=decided_by, decided_at=decided_at)
+            s.unregister("decisions")
+        n, clip = s.run("round_decision_duplicates", run_id=run_id, round=round_).fetchall()[0]
+        if n:
+            raise ValueError(f"round {round_} of run {run_id} decides {n} clip(s) more than once, "
+                             f"e.g. {clip!r}: a clip is decided once per round")
         s.run("insert_round_counts", run_id=run_id, round=round_)
         for name, scope, value in metrics:
             s.run("insert_metric", run_id=run_id, stage="mine", round=round_, name=name, scope=scope,

@@ -30,7 +30,8 @@ predictions and the unlabelled pool, never from hidden truth.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -48,9 +49,9 @@ if TYPE_CHECKING:                       # tasks.train loads torch; mining reads 
 
 POLICIES = ("consensus", "vote", "both")
 DECIDE_CHUNK = 10_000                    # vote rows turned into decisions at a time
-# The decision columns' types, the same in every chunk (a chunk with no label is not `object`).
-DECISION_TYPES = {"clip_id": "str", "decision": "str", "label": "str", "confidence": "float64",
-                  "reason": "str", "votes": "str"}
+# The decision columns' types, the same in every chunk (a chunk with no label is not `object`);
+# the reason is categorical (`decide`).
+DECISION_TYPES = {"clip_id": "str", "decision": "str", "label": "str", "confidence": "float64"}
 SELECTIONS = ("estimated", "threshold")
 
 
@@ -103,26 +104,78 @@ def _votes(row: dict, voters: Sequence[str]) -> dict[str, dict]:
 
 def decide(votes: pd.DataFrame, voters: Sequence[str], thresholds: dict[str, float] | None,
            policy: MiningPolicy) -> pd.DataFrame:
-    """A decision per clip of the vote table (columns clip_id, <voter>:label, <voter>:confidence).
-    `thresholds` None: consensus needs agreement only (the selection step decides how many)."""
-    columns = ("clip_id", "decision", "label", "confidence", "reason", "votes")
+    """A decision per clip of the vote table (columns clip_id, <voter>:label, <voter>:confidence),
+    row for row: clip_id, decision, label, confidence, reason (categorical: the same few words
+    for most clips). The votes are not copied into it: `vote_json` writes a row's votes as JSON
+    when the round is recorded (`decision_records`). `thresholds` None: consensus needs agreement
+    only (the selection step decides how many)."""
+    columns = ("clip_id", "decision", "label", "confidence")
     # Plain dicts, not iterrows: building a Series per row took 21.6 s against 5.3 s on 100,000
     # clips. A chunk of rows at a time, each made a frame at once: the dicts of every row held
-    # ~130 MB at 100,000, and the reasons' and votes' Python strings as much again.
-    chunks = []
+    # ~130 MB at 100,000. A reason is a code into the distinct reasons (a string per clip was
+    # ~10 MB at 100,000, and each step that added to it built the column again).
+    chunks, reasons, codes = [], {}, np.full(len(votes), -1, np.int32)
     for start in range(0, len(votes), DECIDE_CHUNK):
         out: dict[str, list] = {k: [] for k in columns}
-        for row in votes.iloc[start:start + DECIDE_CHUNK].to_dict("records"):
-            cast = _votes(row, voters)
-            one = _decide_one(cast, thresholds, policy)
+        for i, row in enumerate(votes.iloc[start:start + DECIDE_CHUNK].to_dict("records"), start):
+            one = _decide_one(_votes(row, voters), thresholds, policy)
             out["clip_id"].append(row["clip_id"])
-            for k in ("decision", "label", "confidence", "reason"):
+            for k in ("decision", "label", "confidence"):
                 out[k].append(one[k])
-            out["votes"].append(json.dumps(cast, sort_keys=True))
+            codes[i] = reasons.setdefault(one["reason"], len(reasons))
         chunks.append(pd.DataFrame(out).astype(DECISION_TYPES))
     if not chunks:
-        return pd.DataFrame({k: [] for k in columns}).astype(DECISION_TYPES)
-    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+        frame = pd.DataFrame({k: [] for k in columns}).astype(DECISION_TYPES)
+    else:
+        frame = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+    frame["reason"] = pd.Categorical.from_codes(codes, categories=pd.Index(list(reasons), dtype="str"))
+    return frame
+
+
+def vote_json(votes: pd.DataFrame, voters: Sequence[str]) -> list[str]:
+    """Each row's votes (of the voters that voted) as the JSON `clip_decisions.votes` holds,
+    the text `json.dumps(..., sort_keys=True)` writes: {voter: {"confidence": c, "label": l}}.
+    Built a voter at a time from the label codes (a dict per row and json.dumps took ~1.3 s at
+    100,000 clips, done again for every round)."""
+    parts = []
+    for voter in sorted(dict.fromkeys(voters)):
+        said = votes[f"{voter}:label"]
+        said = said.array if isinstance(said.dtype, pd.CategoricalDtype) else pd.Categorical(said)
+        head = json.dumps(voter) + ': {"confidence": '
+        tails = [', "label": ' + json.dumps(lab) + "}" if isinstance(lab, str) else None
+                 for lab in said.categories]
+        confidence = votes[f"{voter}:confidence"].to_numpy(np.float64)
+        parts.append([None if code < 0 or tails[code] is None else head + _number(c) + tails[code]
+                      for code, c in zip(np.asarray(said.codes).tolist(), confidence.tolist(), strict=True)])
+    if not parts:
+        return ["{}"] * len(votes)
+    return ["{" + ", ".join(p for p in row if p is not None) + "}" for row in zip(*parts, strict=True)]
+
+
+def _number(x: float) -> str:
+    """A float as json.dumps writes it."""
+    return repr(x) if math.isfinite(x) else json.dumps(x)
+
+
+def set_reasons(reason: pd.Series, rows: np.ndarray, texts: Sequence[str]) -> pd.Series:
+    """`reason` (categorical, or strings) with the rows at positions `rows` set to `texts`:
+    codes into the distinct reasons, never a string per clip."""
+    cat = reason.array if isinstance(reason.dtype, pd.CategoricalDtype) else pd.Categorical(reason)
+    new = pd.Categorical(pd.array(list(texts), dtype="str"))
+    categories = cat.categories.append(new.categories).unique()
+    old = np.asarray(cat.codes)
+    codes = np.where(old >= 0, categories.get_indexer(cat.categories)[old], -1).astype(np.int32)
+    codes[np.asarray(rows, dtype=np.int64)] = categories.get_indexer(new.categories)[np.asarray(new.codes)]
+    out = pd.Categorical.from_codes(codes, categories=categories).remove_unused_categories()
+    return pd.Series(out, index=reason.index, name=reason.name)
+
+
+def append_reason(reason: pd.Series, rows: np.ndarray, suffix: str | Sequence[str]) -> pd.Series:
+    """`reason` with `suffix` (one for all, or one per row) added to the rows at positions `rows`."""
+    rows = np.asarray(rows, dtype=np.int64)
+    before = np.asarray(reason.iloc[rows].astype("str"), dtype=object)
+    tails = [suffix] * len(rows) if isinstance(suffix, str) else list(suffix)
+    return set_reasons(reason, rows, [b + t for b, t in zip(before, tails, strict=True)])
 
 
 def _decide_one(cast: dict[str, dict], thresholds: dict[str, float], policy: MiningPolicy) -> dict:
@@ -217,29 +270,48 @@ def balance(decisions: pd.DataFrame, labelled_share: dict[str, float],
         # Ties go by clip id, so the decision does not depend on the pool's row order.
         drop = group.sort_values(["confidence", "clip_id"], ascending=[False, True]).index[keep.get(lab, 0):]
         out.loc[drop, "decision"] = "rejected"
-        out.loc[drop, "reason"] = out.loc[drop, "reason"] + (
-            f"; balance: {lab} is over-represented among accepted clips "
-            f"(kept the {keep.get(lab, 0)} most confident)")
+        out["reason"] = append_reason(out["reason"], out.index.get_indexer(drop),
+                                      f"; balance: {lab} is over-represented among accepted clips "
+                                      f"(kept the {keep.get(lab, 0)} most confident)")
     return out
 
 
-def estimated_precision(decisions: pd.DataFrame, pool_probs: pd.DataFrame, teacher: pd.Series | None,
+def estimated_precision(decisions: pd.DataFrame, probs: np.ndarray, teacher: np.ndarray | None,
                         labels: Sequence[str], temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """Per decision, the estimated probability that its label is right (NaN without a label),
-    and the teacher's estimated confusion matrix. `pool_probs`: the baseline head's probabilities
-    per pool clip (index clip_id); `teacher`: the teacher's label per clip_id."""
+    and the teacher's estimated confusion matrix. `probs`: the baseline head's probabilities,
+    row for row with `decisions` (a NaN row: no prediction); `teacher`: the index in `labels`
+    of the teacher's label, row for row (-1: none, or a label outside the set)."""
     labels = list(labels)
-    p_cal = calibrate(pool_probs.reindex(decisions["clip_id"]).to_numpy(np.float64), temperature)
+    p_cal = calibrate(np.asarray(probs, dtype=np.float64), temperature)
     p_cal[np.isnan(p_cal).any(axis=1)] = 1.0 / len(labels)
-    t = np.full(len(decisions), -1)
-    if teacher is not None:
-        t = label_indices(teacher.reindex(decisions["clip_id"]).to_numpy(), labels)
+    t = np.full(len(decisions), -1) if teacher is None else np.asarray(teacher, dtype=np.int64)
     q, confusion = teacher_posterior(p_cal, t)
+    del p_cal
+    said = np.asarray(pd.Categorical(decisions["label"], categories=labels).codes, dtype=np.int64)
     rho = np.full(len(decisions), np.nan)
-    for i, lab in enumerate(decisions["label"]):
-        if isinstance(lab, str) and lab in labels:
-            rho[i] = q[i, labels.index(lab)]
+    known = np.flatnonzero(said >= 0)
+    rho[known] = q[known, said[known]]
     return rho, confusion
+
+
+def label_codes(votes: pd.DataFrame, voter: str, labels: Sequence[str]) -> np.ndarray:
+    """A voter's label per row of the vote table as an index in `labels` (-1: no vote, or a
+    label outside the set)."""
+    said = votes[f"{voter}:label"].array
+    at = pd.Index(list(labels)).get_indexer(said.categories)
+    codes = np.asarray(said.codes, dtype=np.int64)
+    return np.where(codes >= 0, at[codes], -1)
+
+
+def pool_rows(pool_ids: Sequence[str], frame: pd.DataFrame) -> np.ndarray:
+    """`frame`'s values (index clip_id) placed row for row with `pool_ids`: NaN for a clip it
+    lacks."""
+    out = np.full((len(pool_ids), frame.shape[1]), np.nan, dtype=np.float64)
+    at = pd.Index(pd.array(pool_ids, dtype="str", copy=False)).get_indexer(frame.index)
+    inside = at >= 0
+    out[at[inside]] = frame.to_numpy(np.float64)[inside]
+    return out
 
 
 def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_share: dict[str, float],
@@ -252,15 +324,19 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
     out["confidence"] = np.where(np.isnan(rho), out["confidence"].astype(float), rho)
     already = already or {}
     allowed = np.flatnonzero((out["decision"] == "accepted").to_numpy() & ~np.isnan(rho))
-    ids = out["clip_id"].to_numpy(str)
+    # Each allowed clip's rank by clip id (ties of `rho` go by it), and its label: the allowed
+    # clips' strings only, not a Python string per clip of the pool.
+    id_rank = np.zeros(len(out), np.int64)
+    id_rank[allowed] = np.argsort(np.asarray(out["clip_id"].array.take(allowed).argsort()))
+    allowed_labels = np.asarray(out["label"].array.take(allowed), dtype=object)
 
     def best_first(idx: np.ndarray) -> np.ndarray:
         # Most probable first; ties by clip id, so the pool's row order changes nothing.
-        return idx[np.lexsort((ids[idx], -rho[idx]))]
+        return idx[np.lexsort((id_rank[idx], -rho[idx]))]
 
     by_label: dict[str, np.ndarray] = {}
-    for lab in pd.unique(out["label"].to_numpy()[allowed]):
-        by_label[lab] = best_first(allowed[out["label"].to_numpy()[allowed] == lab])
+    for lab in pd.unique(allowed_labels):
+        by_label[lab] = best_first(allowed[allowed_labels == lab])
     floors = {lab: s for lab, s in labelled_share.items()
               if s > 0 and (lab in by_label or already.get(lab, 0) > 0)}
     total_before = sum(already.values())
@@ -298,22 +374,20 @@ def select(decisions: pd.DataFrame, rho: np.ndarray, target: float, labelled_sha
     keep = ok(lo) if lo else np.array([], int)
     keep_set = set(keep.tolist())
     starved = short_labels(lo + 1) if lo < len(allowed) else []
-    # Only the allowed clips' decisions and reasons change: the others' strings stay as they are
-    # (not a Python object per clip of the pool).
-    reason = out["reason"].iloc[allowed].tolist()
-    decision = ["accepted"] * len(allowed)
+    # Only the allowed clips' decisions and reasons change (not a Python object per clip of the pool).
+    tails = []
     mean = float(rho[keep].mean()) if len(keep) else float("nan")
-    for j, i in enumerate(allowed):
+    for i in allowed:
         if i in keep_set:
-            reason[j] += f"; estimated precision {rho[i]:.3f} (accepted set {mean:.3f} >= {target:.2f})"
+            tails.append(f"; estimated precision {rho[i]:.3f} (accepted set {mean:.3f} >= {target:.2f})")
         else:
-            decision[j] = "rejected"
-            reason[j] += (f"; balance: more accepted clips would leave {', '.join(starved)} below "
-                          f"{min_ratio:g} x its labelled share (estimated {rho[i]:.3f})" if starved else
-                          f"; precision: estimated {rho[i]:.3f}, accepting it would take the accepted set "
-                          f"below {target:.2f}")
-    out.iloc[allowed, out.columns.get_loc("decision")] = decision
-    out.iloc[allowed, out.columns.get_loc("reason")] = reason
+            tails.append(f"; balance: more accepted clips would leave {', '.join(starved)} below "
+                         f"{min_ratio:g} x its labelled share (estimated {rho[i]:.3f})" if starved else
+                         f"; precision: estimated {rho[i]:.3f}, accepting it would take the accepted set "
+                         f"below {target:.2f}")
+    rejected = np.setdiff1d(allowed, keep, assume_unique=True)
+    out.loc[out.index[rejected], "decision"] = "rejected"
+    out["reason"] = append_reason(out["reason"], allowed, tails)
     return out
 
 
@@ -399,11 +473,29 @@ def confidences(probs: np.ndarray, truth: np.ndarray, labels: Sequence[str]) -> 
 
 @dataclass
 class RoundResult:
-    decisions: pd.DataFrame              # clip_id, decision, label, confidence, reason, votes
+    decisions: pd.DataFrame              # clip_id, decision, label, confidence, reason (categorical)
     thresholds: dict[str, float]         # per label (selection "threshold"; empty otherwise)
     cv_weighted_f1: float                # the baseline head's CV weighted F1 on human-labelled clips
     accepted_by_label: dict[str, int]
     estimate: dict = field(default_factory=dict)   # temperature, teacher's estimated accuracy per label
+    votes: pd.DataFrame | None = None    # the vote table, row for row with `decisions`
+    voters: tuple[str, ...] = ()
+
+    def records(self, chunk: int = DECIDE_CHUNK) -> Iterator[pd.DataFrame]:
+        """The decisions as `clip_decisions` rows, `chunk` clips at a time: reason as text and
+        the clip's votes as JSON (`vote_json`), made for a chunk when it is recorded (at
+        100,000 candidates the votes' JSON of every clip was ~25 MB)."""
+        if self.votes is None:
+            raise ValueError("the round's vote table is not here: its votes cannot be written")
+        decisions, votes = self.decisions, self.votes
+        if len(decisions) != len(votes):
+            raise ValueError(f"{len(decisions)} decisions for a vote table of {len(votes)} clips")
+        for start in range(0, len(decisions), chunk):
+            part = decisions.iloc[start:start + chunk]
+            cast = votes.iloc[start:start + chunk]
+            if not (part["clip_id"].to_numpy() == cast["clip_id"].to_numpy()).all():
+                raise ValueError(f"decisions and votes are not row for row from clip {part['clip_id'].iloc[0]!r}")
+            yield part.assign(reason=part["reason"].astype("str"), votes=vote_json(cast, self.voters))
 
 
 def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame | PoolPredictions, oof: pd.DataFrame,
@@ -438,8 +530,9 @@ def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame | PoolPredicti
         decisions = decide(votes, voters, None, policy)
         trim_heap()
         temperature = fit_temperature(probs, truth)
-        said = votes.set_index("clip_id")[f"{policy.teacher}:label"] if policy.teacher in voters else None
-        rho, confusion = estimated_precision(decisions, baseline, said, labels, temperature)
+        said = label_codes(votes, policy.teacher, labels) if policy.teacher in voters else None
+        rho, confusion = estimated_precision(decisions, pool_rows(votes["clip_id"].array, baseline), said,
+                                             labels, temperature)
         trim_heap()
         decisions = select(decisions, rho, target_precision, share, policy.min_share_ratio, already)
         estimate = {"temperature": temperature,
@@ -447,7 +540,8 @@ def mine_round(pool_ids: Sequence[str], predictions: pd.DataFrame | PoolPredicti
                                          if lab in share}}
     cv = evaluate(conf["truth"].tolist(), conf["label"].tolist(), labels)["weighted_f1"] if len(conf) else 0.0
     accepted = decisions.loc[decisions["decision"] == "accepted", "label"].value_counts().to_dict()
-    return RoundResult(decisions, thresholds, float(cv), {k: int(v) for k, v in accepted.items()}, estimate)
+    return RoundResult(decisions, thresholds, float(cv), {k: int(v) for k, v in accepted.items()}, estimate,
+                       votes, tuple(voters))
 
 
 def oof_probs(oof: pd.DataFrame, truth: pd.DataFrame, voter: str, labels: Sequence[str]
@@ -518,9 +612,9 @@ def label_counts(accepted: pd.DataFrame | None) -> dict[str, int]:
 def discard_round(decisions: pd.DataFrame, why: str) -> pd.DataFrame:
     """A round whose pseudo-labels are not used: its acceptances become rejections, saying why."""
     out = decisions.copy(deep=False)     # copy-on-write: only the columns set below are new
-    hit = out["decision"] == "accepted"
+    hit = (out["decision"] == "accepted").to_numpy()
     out.loc[hit, "decision"] = "rejected"
-    out.loc[hit, "reason"] = out.loc[hit, "reason"] + f"; round discarded: {why}"
+    out["reason"] = append_reason(out["reason"], np.flatnonzero(hit), f"; round discarded: {why}")
     return out
 
 

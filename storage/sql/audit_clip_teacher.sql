@@ -1,7 +1,7 @@
 -- Every teacher answer about one clip (each question, teacher and model), and what each
 -- teacher run made of it, oldest first. The clip's outcomes are found first; only their
--- answers are looked up (both CTEs materialized, so each is an index lookup on clip_id: joined
--- inline, the answers became a full scan with a join filter).
+-- answers are looked up (both CTEs materialized, so each is one filtered scan on clip_id, the
+-- tables having no index since v10/v11: joined inline, the answers became a join filter).
 WITH outcomes AS MATERIALIZED (
     SELECT run_id, question, teacher, outcome, from_cache, attempts, cache_key
     FROM teacher_outcomes

@@ -271,21 +271,47 @@ def test_v9_keeps_every_decision_and_outcome_and_drops_only_the_primary_keys(tmp
         assert "PRIMARY KEY" in _constraints(s, "clip_decisions") & _constraints(s, "teacher_outcomes")
         before = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
         outcomes = s.query("SELECT * FROM teacher_outcomes ORDER BY run_id, question, clip_id")
+    monkeypatch.setattr("storage.catalog.migrations", lambda: every[:9])
+    with cat.writer() as s:
+        after = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
+        outcomes_after = s.query("SELECT * FROM teacher_outcomes ORDER BY run_id, question, clip_id")
+        assert _constraints(s, "clip_decisions") == _constraints(s, "teacher_outcomes") == {"NOT NULL"}
+        indexes = _indexes(s)
+        version = cat.version(s.con)
+    assert version == 9
+    assert indexes == [["clip_decisions", "clip_decisions_clip_id"], ["teacher_outcomes", "teacher_outcomes_clip_id"]]
+    pd.testing.assert_frame_equal(after, before)
+    pd.testing.assert_frame_equal(outcomes_after, outcomes)
+
+
+def _indexes(s) -> list[list[str]]:
+    return s.query("SELECT table_name, index_name FROM duckdb_indexes() "
+                   "WHERE table_name IN ('clip_decisions', 'teacher_outcomes') ORDER BY 1").values.tolist()
+
+
+def test_v11_keeps_every_decision_and_outcome_and_drops_their_clip_id_indexes(tmp_path, monkeypatch):
+    """Committing rows into an index loads it whole (a round's commit grew with every decision
+    the catalog held): v11 drops the clip_id indexes of the two tables written a row per clip."""
+    cat = Catalog(tmp_path / "c.duckdb")
+    every = migrations()
+    monkeypatch.setattr("storage.catalog.migrations", lambda: every[:10])
+    with cat.writer() as s:
+        s.query("INSERT INTO clip_decisions SELECT 'mine-1', 1 + i // 1000, 'c' || i, 'accepted', 'happy', "
+                "i / 3000, 'consensus', '{}', 'consensus-v2', TIMESTAMP '2026-12-01', NULL FROM range(3000) t(i)")
+        s.query("INSERT INTO teacher_outcomes SELECT 'teacher-1', 'c' || i, 'label', 'replay', 'k' || i, "
+                "'answered', false, 1 FROM range(2000) t(i)")
+        assert len(_indexes(s)) == 2
+        before = s.query("SELECT * FROM clip_decisions ORDER BY round, clip_id")
+        outcomes = s.query("SELECT * FROM teacher_outcomes ORDER BY clip_id")
     monkeypatch.setattr("storage.catalog.migrations", lambda: every)
     with cat.writer():
         pass
     with cat.reader() as s:
-        after = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
-        outcomes_after = s.query("SELECT * FROM teacher_outcomes ORDER BY run_id, question, clip_id")
-        assert _constraints(s, "clip_decisions") == _constraints(s, "teacher_outcomes") == {"NOT NULL"}
-        indexes = s.query("SELECT table_name, index_name FROM duckdb_indexes() "
-                          "WHERE table_name IN ('clip_decisions', 'teacher_outcomes') ORDER BY 1")
-        version = cat.version(s.con)
-    assert version == SCHEMA_VERSION
-    assert indexes.values.tolist() == [["clip_decisions", "clip_decisions_clip_id"],
-                                       ["teacher_outcomes", "teacher_outcomes_clip_id"]]
-    pd.testing.assert_frame_equal(after, before)
-    pd.testing.assert_frame_equal(outcomes_after, outcomes)
+        assert cat.version(s.con) == SCHEMA_VERSION and _indexes(s) == []
+        pd.testing.assert_frame_equal(s.query("SELECT * FROM clip_decisions ORDER BY round, clip_id"), before)
+        pd.testing.assert_frame_equal(s.query("SELECT * FROM teacher_outcomes ORDER BY clip_id"), outcomes)
+        # The clips table keeps its index on name (one row per clip, upserted by ingest).
+        assert s.query("SELECT index_name FROM duckdb_indexes()")["index_name"].tolist() == ["clips_name"]
 
 
 def test_parameters_are_bound_not_pasted(tmp_path):

@@ -104,3 +104,23 @@ def test_outcomes_are_read_from_the_runs_parquet_files(tmp_path):
     with pytest.raises(ValueError, match=r"teacher run teacher-2 has 1 clip\(s\) .* 'a' \(label\)"):
         record_teacher_run(ws.catalog, "teacher-2", T0, [label, outcomes(["a"])], [], {})
     assert [r for r in recorded_outcomes(ws) if r[0] == "teacher-2"] == []
+
+
+def test_a_round_is_recorded_from_frames_a_chunk_at_a_time_and_a_clip_twice_across_them_is_refused(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    start_run(ws.catalog, "mine-1", "mine", {})
+    chunks = [decisions(["a", "b"]), decisions(["c"]).drop(columns="new_clip")]
+    record_round(ws.catalog, "mine-1", 1, T0, iter(chunks), "consensus-v2", summary(1))
+    with ws.catalog.reader() as s:
+        rows = s.query("SELECT clip_id, new_clip, votes FROM clip_decisions ORDER BY clip_id")
+    assert rows["clip_id"].tolist() == ["a", "b", "c"]
+    assert rows["new_clip"].tolist()[:2] == [True, True] and pd.isna(rows["new_clip"].iloc[2])  # unknown
+    assert json.loads(rows["votes"].iloc[2]) == {"teacher": {"label": "happy", "confidence": 0.9}}
+    # A clip in two of the frames: the round is rolled back, naming it.
+    with pytest.raises(ValueError, match=r"round 2 of run mine-1 decides 1 clip\(s\) more than once, e\.g\. 'b'"):
+        record_round(ws.catalog, "mine-1", 2, T0, iter([decisions(["a", "b"]), decisions(["b", "c"])]),
+                     "consensus-v2", summary(2))
+    assert recorded(ws)["round"].tolist() == [1, 1, 1]
+    with ws.catalog.reader() as s:
+        assert s.query("SELECT count(*) AS n FROM stages WHERE round = 2")["n"].iloc[0] == 0
+    assert ws.catalog.failed_checks() == {}

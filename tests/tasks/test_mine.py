@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.mine import MiningPolicy, balance, decide, label_thresholds
+from tasks.mine import MiningPolicy, balance, decide, label_thresholds, vote_json
 
 VOTERS = ["moe/final", "attention/final", "moe/fused", "teacher"]
 THRESH = {"happy": 0.8, "sad": 0.6, "neutral": 0.7}
@@ -40,7 +40,8 @@ def test_consensus_accepts_agreement_above_the_labels_threshold():
     d = one(MiningPolicy("consensus"), ALL_HAPPY)
     assert d["decision"] == "accepted" and d["label"] == "happy" and d["confidence"] == 0.9
     assert d["reason"] == "consensus: moe/final and teacher say happy (0.90 >= 0.80)"
-    assert json.loads(d["votes"])["teacher"] == {"label": "happy", "confidence": 0.9}
+    assert json.loads(vote_json(table(("c", ALL_HAPPY)), VOTERS)[0])["teacher"] == {"label": "happy",
+                                                                                 "confidence": 0.9}
 
 
 def test_consensus_rejects_disagreement_low_confidence_and_no_teacher():
@@ -378,4 +379,75 @@ def test_decisions_made_a_chunk_at_a_time_are_those_made_at_once(monkeypatch):
     assert chunked["confidence"].dtype == "float64" and pd.isna(chunked["label"].iloc[7])
     empty = decide(table(*rows).iloc[:0], VOTERS, THRESH, MiningPolicy("consensus"))
     assert list(empty.columns) == list(whole.columns) and len(empty) == 0
-    assert empty.dtypes.to_dict() == whole.dtypes.to_dict()
+    # Reasons are codes into the distinct reasons; every other column has one type in every chunk.
+    assert isinstance(empty["reason"].dtype, pd.CategoricalDtype)
+    assert empty.dtypes.drop("reason").to_dict() == whole.dtypes.drop("reason").to_dict()
+    assert whole["reason"].cat.categories.tolist() == [      # 8 clips, 2 distinct reasons
+        "consensus: no moe/final vote", "consensus: moe/final and teacher say happy (0.90 >= 0.80)"]
+
+
+def test_a_rounds_records_are_its_decisions_with_their_votes_a_chunk_at_a_time():
+    from tasks.mine import RoundResult
+
+    rows = [(f"c{i}", ALL_HAPPY if i % 2 else {"teacher": ("sad", 0.8), "moe/fused": ("sad", 0.6)})
+            for i in range(8)]
+    votes = table(*rows)
+    decisions = decide(votes, VOTERS, THRESH, MiningPolicy("consensus")).assign(new_clip=True)
+    result = RoundResult(decisions, THRESH, 0.7, {"happy": 4}, {}, votes, tuple(VOTERS))
+    frames = list(result.records(chunk=3))
+    assert [len(f) for f in frames] == [3, 3, 2]
+    records = pd.concat(frames, ignore_index=True)
+    assert records["clip_id"].tolist() == decisions["clip_id"].tolist()
+    assert records["reason"].tolist() == decisions["reason"].astype(str).tolist()
+    assert records["reason"].dtype == "str" and records["new_clip"].all()
+    assert [json.loads(v) for v in records["votes"]] == [
+        {v: {"label": lab, "confidence": c} for v, (lab, c) in votes_of.items()} for _, votes_of in rows]
+    # Decisions and votes must be the same clips, row for row; without the votes nothing is written.
+    shuffled = RoundResult(decisions, THRESH, 0.7, {}, {}, votes.iloc[::-1].reset_index(drop=True), tuple(VOTERS))
+    with pytest.raises(ValueError, match="not row for row from clip 'c0'"):
+        next(shuffled.records())
+    with pytest.raises(ValueError, match="vote table is not here"):
+        next(RoundResult(decisions, THRESH, 0.7, {}).records())
+
+
+def test_a_decision_holds_a_few_bytes_per_clip_not_its_reason_and_votes_as_text():
+    rng = np.random.default_rng(0)
+    labels = ["happy", "sad", "neutral"]
+    rows = [(f"clip-{i:06d}", {v: (labels[rng.integers(3)], float(rng.uniform(0.3, 1.0))) for v in VOTERS})
+            for i in range(3000)]
+    votes = table(*rows)
+    decisions = decide(votes, VOTERS, None, MiningPolicy("both", quorum=3))     # the default selection's
+    assert isinstance(decisions["reason"].dtype, pd.CategoricalDtype)
+    assert decisions["reason"].nunique() < 100                   # 3,000 clips, a few words (48)
+    per_clip = decisions.drop(columns="clip_id").memory_usage(deep=True, index=False).sum() / len(decisions)
+    text = (decisions["reason"].astype(str).str.len().mean() + np.mean([len(v) for v in vote_json(votes, VOTERS)]))
+    # decision, label, confidence and a reason code: ~45 bytes; the reason and votes as text were ~text.
+    assert per_clip < 64 and text > 250, (per_clip, text)
+
+
+def test_reasons_are_added_to_some_rows_as_codes():
+    from tasks.mine import append_reason, set_reasons
+
+    reason = pd.Series(pd.Categorical(["a", "b", "a", "c"]), index=[10, 11, 12, 13], name="reason")
+    out = append_reason(reason, np.array([0, 3]), "; x")
+    assert out.tolist() == ["a; x", "b", "a", "c; x"] and out.index.tolist() == [10, 11, 12, 13]
+    assert sorted(out.cat.categories) == ["a", "a; x", "b", "c; x"]       # "c" no longer used
+    out = append_reason(reason.astype(str), np.array([1, 2]), ["; 1", "; 2"])  # text in, one tail a row
+    assert out.tolist() == ["a", "b; 1", "a; 2", "c"] and isinstance(out.dtype, pd.CategoricalDtype)
+    assert set_reasons(reason, np.array([], int), []).tolist() == reason.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.dictionaries(st.sampled_from(VOTERS), st.tuples(
+    st.sampled_from(["happy", "sad", "naïve \"quoted\"", "日本"]),
+    st.one_of(st.floats(0, 1), st.just(float("nan")), st.just(1e-17)))), min_size=1, max_size=12))
+def test_vote_json_is_the_text_json_dumps_writes(rows):
+    """The votes' JSON, built a voter at a time from label codes, is byte for byte what
+    json.dumps(sort_keys=True) of each row's votes writes (NaN, unicode and quotes included)."""
+    votes = table(*[(f"c{i}", r) for i, r in enumerate(rows)])
+    expected = [json.dumps({v: {"label": lab, "confidence": c} for v, (lab, c) in r.items()}, sort_keys=True)
+                for r in rows]
+    assert vote_json(votes, VOTERS) == expected
+    # The vote table's categorical labels give the same text.
+    coded = votes.astype({f"{v}:label": "category" for v in VOTERS})
+    assert vote_json(coded, VOTERS) == expected
