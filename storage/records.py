@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.catalog import Catalog, CatalogError, Session, now
@@ -305,6 +306,13 @@ def latest_stage_run(catalog: Catalog, stage: str, dataset: str) -> tuple[str, l
         return rows[0]["run_id"], s.records("run_artifacts", run_id=rows[0]["run_id"], stage=stage)
 
 
+# A round's decisions as the insert reads them (`record_round`), whatever types a frame has.
+DECISION_SCHEMA = pa.schema([("clip_id", pa.large_string()), ("decision", pa.large_string()),
+                             ("label", pa.large_string()), ("confidence", pa.float64()),
+                             ("reason", pa.large_string()), ("votes", pa.large_string()),
+                             ("new_clip", pa.bool_())])
+
+
 def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetime,
                  decisions: pd.DataFrame | Iterable[pd.DataFrame], decided_by: str, summary: dict,
                  metrics: Sequence[tuple[str, str, float]] = (), refs: Sequence[ArtifactRef] = (),
@@ -312,27 +320,35 @@ def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetim
     """One mining round: its artifacts, every pool clip's decision, metrics and summary, in one
     transaction. `decisions`: a frame (clip_id, decision, label, confidence, reason, votes as
     JSON text, optionally `new_clip` (tasks.mine.mark_new; without it, recorded unknown)), or
-    frames of them inserted one at a time (`tasks.mine.RoundResult.records`: no frame of every
-    clip's reasons and votes is held). A clip decided twice rolls the round back."""
+    frames of them (`tasks.mine.RoundResult.records`), which one insert reads as a stream, a
+    frame at a time: no frame of every clip's reasons and votes is held, here or by DuckDB (a
+    frame registered inside a transaction stays referenced until the commit, so one insert per
+    frame held them all), and DuckDB's memory is bounded meanwhile (`Session.bounded_memory`).
+    A clip decided twice rolls the round back."""
     frames = [decisions] if isinstance(decisions, pd.DataFrame) else decisions
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for frame in frames:
+            if "new_clip" not in frame:
+                frame = frame.assign(new_clip=pd.Series([None] * len(frame), dtype="boolean", index=frame.index))
+            yield pa.RecordBatch.from_pandas(frame[DECISION_SCHEMA.names], schema=DECISION_SCHEMA,
+                                             preserve_index=False)
+
     with catalog.writer() as s:
         if s.run("round_decisions_count", run_id=run_id, round=round_).fetchall()[0][0]:
             raise CatalogError(f"round {round_} of run {run_id} is already recorded: its decisions "
                                "are not recorded twice")
         for ref in refs:
             record_artifact(s, ref, inputs=inputs)
-        decided_at = now()
-        for frame in frames:
-            if "new_clip" not in frame:
-                frame = frame.assign(new_clip=pd.Series([None] * len(frame), dtype="boolean", index=frame.index))
-            s.register("decisions", frame)
-            s.run("insert_decisions", run_id=run_id, round=round_, decided_by=decided_by, decided_at=decided_at)
+        with s.bounded_memory():
+            s.register("decisions", pa.RecordBatchReader.from_batches(DECISION_SCHEMA, batches()))
+            s.run("insert_decisions", run_id=run_id, round=round_, decided_by=decided_by, decided_at=now())
             s.unregister("decisions")
-        n, clip = s.run("round_decision_duplicates", run_id=run_id, round=round_).fetchall()[0]
-        if n:
-            raise ValueError(f"round {round_} of run {run_id} decides {n} clip(s) more than once, "
-                             f"e.g. {clip!r}: a clip is decided once per round")
-        s.run("insert_round_counts", run_id=run_id, round=round_)
+            n, clip = s.run("round_decision_duplicates", run_id=run_id, round=round_).fetchall()[0]
+            if n:
+                raise ValueError(f"round {round_} of run {run_id} decides {n} clip(s) more than once, "
+                                 f"e.g. {clip!r}: a clip is decided once per round")
+            s.run("insert_round_counts", run_id=run_id, round=round_)
         for name, scope, value in metrics:
             s.run("insert_metric", run_id=run_id, stage="mine", round=round_, name=name, scope=scope,
                   value=float(value), recorded_at=now())

@@ -100,14 +100,15 @@ def record_teacher_run(catalog: Catalog, run_id: str, started_at: datetime,
                                "recorded twice")
         for ref in refs:
             record_artifact(s, ref, inputs)
-        for source in outcomes:
-            rows = source[OUTCOME_COLUMNS] if isinstance(source, pd.DataFrame) else pads.dataset(
-                str(source), format="parquet")
-            s.register("outcomes", rows)
-            s.run("teacher_insert_outcomes", run_id=run_id)
-            s.unregister("outcomes")
-        # A clip twice for one question (within one source or across two): the insert is undone.
-        n, clip, question = s.run("teacher_run_outcome_duplicates", run_id=run_id).fetchall()[0]
+        with s.bounded_memory():
+            for source in outcomes:
+                rows = source[OUTCOME_COLUMNS] if isinstance(source, pd.DataFrame) else pads.dataset(
+                    str(source), format="parquet")
+                s.register("outcomes", rows)
+                s.run("teacher_insert_outcomes", run_id=run_id)
+                s.unregister("outcomes")
+            # A clip twice for one question (within one source or across two): the insert is undone.
+            n, clip, question = s.run("teacher_run_outcome_duplicates", run_id=run_id).fetchall()[0]
         if n:
             raise ValueError(f"teacher run {run_id} has {n} clip(s) with more than one outcome for a "
                              f"question, e.g. {clip!r} ({question})")

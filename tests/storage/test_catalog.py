@@ -322,3 +322,28 @@ def test_parameters_are_bound_not_pasted(tmp_path):
     with cat.reader() as s:
         runs = s.frame("list_runs", limit=5)
     assert runs["run_id"].tolist() == ["x'); DROP TABLE runs; --"]
+
+
+def test_a_memory_bounded_write_keeps_duckdbs_buffers_under_the_limit(tmp_path):
+    """Unbounded, DuckDB keeps the blocks a transaction wrote until the session closes (a
+    round's decisions grew with the pool); `bounded_memory` evicts them past its limit, and
+    DuckDB's default comes back after the block."""
+    insert = ("INSERT INTO round_counts SELECT 'r', 1, md5(i::VARCHAR) || md5((i + 1)::VARCHAR) || "
+              "md5((i + 2)::VARCHAR), 'accepted', 'accepted', i FROM range(500000) t(i)")
+    held = "SELECT sum(memory_usage_bytes) / 2 ** 20 AS mb FROM duckdb_memory()"
+    setting = "SELECT current_setting('memory_limit') AS m, current_setting('temp_directory') AS t"
+    unbounded = Catalog(tmp_path / "a.duckdb")
+    with unbounded.writer() as s:
+        default = s.query(setting)["m"][0]
+        s.query(insert)
+        assert s.query(held)["mb"][0] > 24                   # ~29 MB of the 48 MB inserted
+    bounded = Catalog(tmp_path / "b.duckdb")
+    with bounded.writer() as s:
+        with s.bounded_memory("16MB"):
+            limit, spill = s.query(setting).values[0]
+            s.query(insert)
+            assert s.query(held)["mb"][0] <= 16
+        assert s.query(setting)["m"][0] == default
+    assert limit != default and spill == f"{tmp_path / 'b.duckdb'}.tmp"    # spills beside the file
+    with bounded.reader() as s:
+        assert s.query("SELECT count(*) AS n FROM round_counts")["n"][0] == 500000

@@ -124,3 +124,27 @@ def test_a_round_is_recorded_from_frames_a_chunk_at_a_time_and_a_clip_twice_acro
     with ws.catalog.reader() as s:
         assert s.query("SELECT count(*) AS n FROM stages WHERE round = 2")["n"].iloc[0] == 0
     assert ws.catalog.failed_checks() == {}
+
+
+def test_a_round_streamed_as_frames_holds_one_frame_at_a_time(tmp_path):
+    """The frames are one insert's stream: each is let go once DuckDB has read it. (Registered
+    one at a time inside the transaction, DuckDB kept every frame until the commit.)"""
+    import pyarrow as pa
+
+    ws = Workspace(tmp_path / "ws")
+    start_run(ws.catalog, "mine-1", "mine", {})
+    chunk, chunks, seen = 5000, 8, []
+
+    def frames():
+        for k in range(chunks):
+            ids = [f"c{k}-{i:05d}" for i in range(chunk)]
+            frame = decisions(ids).assign(votes=pd.array([f'{{"v": "{c}{"x" * 800}"}}' for c in ids], dtype="str"))
+            seen.append(pa.total_allocated_bytes())
+            yield frame
+
+    before = pa.total_allocated_bytes()
+    record_round(ws.catalog, "mine-1", 1, T0, frames(), "consensus-v2", summary(1))
+    one = chunk * 820                                            # one frame's votes, in bytes
+    assert len(seen) == chunks and max(seen) - before < 3 * one, [(s - before) // one for s in seen]
+    with ws.catalog.reader() as s:
+        assert s.query("SELECT count(*) AS n FROM clip_decisions")["n"][0] == chunk * chunks

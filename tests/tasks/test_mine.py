@@ -447,7 +447,7 @@ def test_vote_json_is_the_text_json_dumps_writes(rows):
     votes = table(*[(f"c{i}", r) for i, r in enumerate(rows)])
     expected = [json.dumps({v: {"label": lab, "confidence": c} for v, (lab, c) in r.items()}, sort_keys=True)
                 for r in rows]
-    assert vote_json(votes, VOTERS) == expected
+    assert list(vote_json(votes, VOTERS)) == expected
     # The vote table's categorical labels give the same text.
     coded = votes.astype({f"{v}:label": "category" for v in VOTERS})
-    assert vote_json(coded, VOTERS) == expected
+    assert list(vote_json(coded, VOTERS)) == expected
