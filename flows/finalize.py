@@ -58,8 +58,7 @@ def finalize_flow(params: FinalizeParams) -> dict:
                           cache_key=key):
             registry = learning_registry(ws.artifacts, state)
             features, _ = lazy_feature_frames(ws.catalog, ws.artifacts, state.dataset, TRAINING_COLUMNS)
-            answers = run_label_answers(ws.catalog, teacher[0]) if teacher else None
-            tvotes = teacher_votes(answers) if answers is not None else None
+            tvotes = teacher_votes(run_label_answers(ws.catalog, teacher[0])) if teacher else None
             pseudo = pseudo_labels(accepted_pseudo_labels(ws.catalog, mined), params.weighting)
             human = training_labels(registry)[["clip_id", "label"]]
             # Label refinement on the first round's out-of-fold predictions (human labels only).

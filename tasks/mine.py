@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -425,13 +425,24 @@ def head_votes(rows: pd.DataFrame, voter: str, labels: Sequence[str]) -> pd.Data
                          f"{voter}:confidence": confidence}, copy=False)
 
 
-def teacher_votes(answers: pd.DataFrame, name: str = "teacher") -> pd.DataFrame:
-    """clip_id, teacher:label, teacher:confidence from answered teacher rows (scores as JSON)."""
-    ok = answers[(answers["status"] == "answered") & answers["label"].notna()]
-    conf = [float((json.loads(s) if isinstance(s, str) else s or {}).get(lab, np.nan))
-            for s, lab in zip(ok["scores"], ok["label"], strict=True)]
-    return pd.DataFrame({"clip_id": ok["clip_id"].to_numpy(), f"{name}:label": ok["label"].to_numpy(),
-                         f"{name}:confidence": conf})
+def teacher_votes(answers: pd.DataFrame | Iterable[pd.DataFrame], name: str = "teacher") -> pd.DataFrame:
+    """clip_id, teacher:label, teacher:confidence from answered teacher rows (scores as JSON),
+    sorted by clip_id, as Arrow strings (not a Python string per clip, held all run). `answers`:
+    a frame, or frames of it (storage.teacher_store.run_label_answers streams them)."""
+    frames = [answers] if isinstance(answers, pd.DataFrame) else answers
+    parts = []
+    for frame in frames:
+        ok = frame[(frame["status"] == "answered") & frame["label"].notna()]
+        conf = [float((json.loads(s) if isinstance(s, str) else s or {}).get(lab, np.nan))
+                for s, lab in zip(ok["scores"], ok["label"], strict=True)]
+        parts.append(pd.DataFrame({"clip_id": pd.array(ok["clip_id"], dtype="str"),
+                                   f"{name}:label": pd.array(ok["label"], dtype="str"),
+                                   f"{name}:confidence": np.asarray(conf, dtype=np.float64)}))
+    if not parts:
+        return pd.DataFrame({"clip_id": pd.array([], dtype="str"), f"{name}:label": pd.array([], dtype="str"),
+                             f"{name}:confidence": np.zeros(0)})
+    votes = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return votes.sort_values("clip_id", ignore_index=True)
 
 
 def vote_table(pool_ids: Sequence[str], head_probs: Mapping[str, pd.DataFrame], teacher: pd.DataFrame | None,

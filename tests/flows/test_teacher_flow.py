@@ -80,9 +80,10 @@ def test_gemini_budget_and_the_key_never_leaks(ingested, monkeypatch, caplog):
     assert dict(zip(outcomes["outcome"], outcomes["n"], strict=True))["not_asked"] == 8 + 12
     assert errors and "bad key ***" in errors[0]
     # What voting reads: the label question's rows, without reasoning and raw text.
-    voting = run_label_answers(catalog, summary["run_id"])
+    voting = pd.concat(run_label_answers(catalog, summary["run_id"], rows=5), ignore_index=True)
+    voting = voting.sort_values("clip_id", ignore_index=True)             # streamed in no order
     full = run_answers(catalog, summary["run_id"])
-    full = full[full["question"] == "label"].reset_index(drop=True)
+    full = full[full["question"] == "label"].sort_values("clip_id", ignore_index=True)
     assert list(voting.columns) == ["clip_id", "question", "status", "label", "scores"]
     assert len(voting) == 12 and voting["status"].eq("answered").sum() == 3
     pd.testing.assert_frame_equal(voting, full[list(voting.columns)])
