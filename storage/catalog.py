@@ -86,10 +86,11 @@ def now() -> datetime:
 # full, then writes it to the file; at DuckDB's default (122,880) a round's 100,000 decisions
 # were all held until the commit, and its insert cost grew with the pool (docs/scale.md).
 ROW_GROUP_SIZE = 16_384
-# What DuckDB may hold while a writer records a row per pool clip (`Session.bounded_memory`: a
-# round's decisions, a teacher run's outcomes). Unbounded, it keeps every block it wrote until
-# the session closes: a round of 100,000 decisions peaked +95 MB, of 1,000,000 +236; bounded,
-# +38 and +71 (its written blocks are evicted; an aggregate past it spills to `<catalog>.tmp`).
+# What DuckDB may hold in a transaction that records a row per pool clip (`Catalog.writer(
+# memory_limit=)`: a round's decisions, a teacher run's outcomes). Unbounded,
+# it keeps every block it wrote until the session closes: a round of 100,000 decisions peaked
+# +95 MB, of 1,000,000 +236; bounded, +38 and +71 (its written blocks are evicted; an aggregate
+# past it spills to `<catalog>.tmp`).
 WRITE_MEMORY_LIMIT = "64MB"
 
 
@@ -136,16 +137,6 @@ class Session:
     def query(self, text: str, params: list | Mapping | None = None) -> pd.DataFrame:
         """An ad-hoc query (audit console, tests); parameters are bound, never pasted."""
         return self.con.execute(text, params or []).df()
-
-    @contextmanager
-    def bounded_memory(self, limit: str = WRITE_MEMORY_LIMIT) -> Iterator[None]:
-        """DuckDB's memory limited to `limit` for the block (then DuckDB's default again)."""
-        self.con.execute(f"SET memory_limit = '{limit}'")
-        try:
-            yield
-        finally:
-            with suppress(duckdb.Error):
-                self.con.execute("RESET memory_limit")
 
     def register(self, name: str, frame: Any) -> None:
         """Register a frame, an Arrow table or an Arrow dataset (read as it is scanned) as a
@@ -296,7 +287,7 @@ class Catalog:
             con.execute(f"ATTACH '{path}' AS catalog (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
             con.execute("USE catalog")
             # Beside the file, not in the working directory (an in-memory connection's default):
-            # what a memory-bounded write spills (`Session.bounded_memory`).
+            # what a memory-bounded write spills (`writer(memory_limit=)`).
             con.execute(f"SET temp_directory = '{path}.tmp'")
         except BaseException:
             con.close()
@@ -337,15 +328,23 @@ class Catalog:
                 raise
 
     @contextmanager
-    def writer(self) -> Iterator[Session]:
+    def writer(self, memory_limit: str | None = None) -> Iterator[Session]:
         """A write transaction: committed when the block ends, rolled back if it raises.
 
         A write the disk refuses (full, over quota), in the block or at the commit, rolls the
         whole transaction back and raises CatalogError naming the file: the catalog stays as it
-        was before the transaction."""
+        was before the transaction.
+
+        `memory_limit` (e.g. WRITE_MEMORY_LIMIT) bounds DuckDB's memory from the first statement
+        to the commit: the blocks the transaction wrote are evicted past it (and an aggregate
+        spills beside the file) instead of staying in memory until the session closes. Only for
+        transactions that commit into no large index: DuckDB loads an index whole to commit
+        into it, and a commit that needs more than the limit fails."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._session(read_only=False) as session:
             self._migrate(session.con)
+            if memory_limit is not None:
+                session.con.execute(f"SET memory_limit = '{memory_limit}'")
             session.con.execute("BEGIN")
             try:
                 yield session

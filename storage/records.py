@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.catalog import Catalog, CatalogError, Session, now
+from storage.catalog import WRITE_MEMORY_LIMIT, Catalog, CatalogError, Session, now
 from storage.feature_cache import ParquetBatches
 from storage.ingest import LEARNING_COLUMNS
 
@@ -323,7 +323,7 @@ def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetim
     frames of them (`tasks.mine.RoundResult.records`), which one insert reads as a stream, a
     frame at a time: no frame of every clip's reasons and votes is held, here or by DuckDB (a
     frame registered inside a transaction stays referenced until the commit, so one insert per
-    frame held them all), and DuckDB's memory is bounded meanwhile (`Session.bounded_memory`).
+    frame held them all), and DuckDB's memory is bounded to the commit (WRITE_MEMORY_LIMIT).
     A clip decided twice rolls the round back."""
     frames = [decisions] if isinstance(decisions, pd.DataFrame) else decisions
 
@@ -334,21 +334,20 @@ def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetim
             yield pa.RecordBatch.from_pandas(frame[DECISION_SCHEMA.names], schema=DECISION_SCHEMA,
                                              preserve_index=False)
 
-    with catalog.writer() as s:
+    with catalog.writer(memory_limit=WRITE_MEMORY_LIMIT) as s:
         if s.run("round_decisions_count", run_id=run_id, round=round_).fetchall()[0][0]:
             raise CatalogError(f"round {round_} of run {run_id} is already recorded: its decisions "
                                "are not recorded twice")
         for ref in refs:
             record_artifact(s, ref, inputs=inputs)
-        with s.bounded_memory():
-            s.register("decisions", pa.RecordBatchReader.from_batches(DECISION_SCHEMA, batches()))
-            s.run("insert_decisions", run_id=run_id, round=round_, decided_by=decided_by, decided_at=now())
-            s.unregister("decisions")
-            n, clip = s.run("round_decision_duplicates", run_id=run_id, round=round_).fetchall()[0]
-            if n:
-                raise ValueError(f"round {round_} of run {run_id} decides {n} clip(s) more than once, "
-                                 f"e.g. {clip!r}: a clip is decided once per round")
-            s.run("insert_round_counts", run_id=run_id, round=round_)
+        s.register("decisions", pa.RecordBatchReader.from_batches(DECISION_SCHEMA, batches()))
+        s.run("insert_decisions", run_id=run_id, round=round_, decided_by=decided_by, decided_at=now())
+        s.unregister("decisions")
+        n, clip = s.run("round_decision_duplicates", run_id=run_id, round=round_).fetchall()[0]
+        if n:
+            raise ValueError(f"round {round_} of run {run_id} decides {n} clip(s) more than once, "
+                             f"e.g. {clip!r}: a clip is decided once per round")
+        s.run("insert_round_counts", run_id=run_id, round=round_)
         for name, scope, value in metrics:
             s.run("insert_metric", run_id=run_id, stage="mine", round=round_, name=name, scope=scope,
                   value=float(value), recorded_at=now())

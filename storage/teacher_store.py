@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 
 from storage.artifacts import ArtifactRef
-from storage.catalog import Catalog, CatalogError, now
+from storage.catalog import WRITE_MEMORY_LIMIT, Catalog, CatalogError, now
 from storage.records import record_artifact, record_stage
 
 ANSWER_COLUMNS = ["cache_key", "clip_id", "teacher", "model", "question", "media_sha256",
@@ -93,22 +93,22 @@ def record_teacher_run(catalog: Catalog, run_id: str, started_at: datetime,
     """The end of a teacher run: artifacts (with the registry they came from), per-clip outcomes
     of every question, stage and run status, in one transaction. `outcomes`: frames, or the
     Parquet files of the run's outcome artifacts (OUTCOME_COLUMNS among theirs), which DuckDB
-    reads a row group at a time: a 100,000-clip pool's outcomes are never one frame here."""
-    with catalog.writer() as s:
+    reads a row group at a time: a 100,000-clip pool's outcomes are never one frame here.
+    DuckDB's memory is bounded to the commit (WRITE_MEMORY_LIMIT)."""
+    with catalog.writer(memory_limit=WRITE_MEMORY_LIMIT) as s:
         if s.run("teacher_run_outcomes_count", run_id=run_id).fetchall()[0][0]:
             raise CatalogError(f"teacher run {run_id}'s outcomes are already recorded: they are not "
                                "recorded twice")
         for ref in refs:
             record_artifact(s, ref, inputs)
-        with s.bounded_memory():
-            for source in outcomes:
-                rows = source[OUTCOME_COLUMNS] if isinstance(source, pd.DataFrame) else pads.dataset(
-                    str(source), format="parquet")
-                s.register("outcomes", rows)
-                s.run("teacher_insert_outcomes", run_id=run_id)
-                s.unregister("outcomes")
-            # A clip twice for one question (within one source or across two): the insert is undone.
-            n, clip, question = s.run("teacher_run_outcome_duplicates", run_id=run_id).fetchall()[0]
+        for source in outcomes:
+            rows = source[OUTCOME_COLUMNS] if isinstance(source, pd.DataFrame) else pads.dataset(
+                str(source), format="parquet")
+            s.register("outcomes", rows)
+            s.run("teacher_insert_outcomes", run_id=run_id)
+            s.unregister("outcomes")
+        # A clip twice for one question (within one source or across two): the insert is undone.
+        n, clip, question = s.run("teacher_run_outcome_duplicates", run_id=run_id).fetchall()[0]
         if n:
             raise ValueError(f"teacher run {run_id} has {n} clip(s) with more than one outcome for a "
                              f"question, e.g. {clip!r} ({question})")

@@ -326,8 +326,8 @@ def test_parameters_are_bound_not_pasted(tmp_path):
 
 def test_a_memory_bounded_write_keeps_duckdbs_buffers_under_the_limit(tmp_path):
     """Unbounded, DuckDB keeps the blocks a transaction wrote until the session closes (a
-    round's decisions grew with the pool); `bounded_memory` evicts them past its limit, and
-    DuckDB's default comes back after the block."""
+    round's decisions grew with the pool); a writer with a memory limit evicts them past it, and
+    spills beside the file; the next session has DuckDB's default again."""
     insert = ("INSERT INTO round_counts SELECT 'r', 1, md5(i::VARCHAR) || md5((i + 1)::VARCHAR) || "
               "md5((i + 2)::VARCHAR), 'accepted', 'accepted', i FROM range(500000) t(i)")
     held = "SELECT sum(memory_usage_bytes) / 2 ** 20 AS mb FROM duckdb_memory()"
@@ -338,11 +338,11 @@ def test_a_memory_bounded_write_keeps_duckdbs_buffers_under_the_limit(tmp_path):
         s.query(insert)
         assert s.query(held)["mb"][0] > 24                   # ~29 MB of the 48 MB inserted
     bounded = Catalog(tmp_path / "b.duckdb")
+    with bounded.writer(memory_limit="16MB") as s:
+        limit, spill = s.query(setting).values[0]
+        s.query(insert)
+        assert s.query(held)["mb"][0] <= 16
     with bounded.writer() as s:
-        with s.bounded_memory("16MB"):
-            limit, spill = s.query(setting).values[0]
-            s.query(insert)
-            assert s.query(held)["mb"][0] <= 16
         assert s.query(setting)["m"][0] == default
     assert limit != default and spill == f"{tmp_path / 'b.duckdb'}.tmp"    # spills beside the file
     with bounded.reader() as s:
