@@ -39,7 +39,8 @@ def reset_peak() -> None:
 def between() -> None:
     """The peak outside traced calls: since the last one returned (or the start), to now."""
     now = status()
-    print(f"[trace] (between calls) rss {now['VmRSS']} MB, peak {now['VmHWM']} MB", file=sys.stderr, flush=True)
+    print(f"[trace] (between calls) rss {now['VmRSS']} MB, peak {now['VmHWM']} MB", file=sys.stderr,
+          flush=True)
 
 
 def wrap(dotted: str, stack: list[int]) -> int:

@@ -330,7 +330,8 @@ def record_round(catalog: Catalog, run_id: str, round_: int, started_at: datetim
     def batches() -> Iterator[pa.RecordBatch]:
         for frame in frames:
             if "new_clip" not in frame:
-                frame = frame.assign(new_clip=pd.Series([None] * len(frame), dtype="boolean", index=frame.index))
+                unknown = pd.Series([None] * len(frame), dtype="boolean", index=frame.index)
+                frame = frame.assign(new_clip=unknown)
             yield pa.RecordBatch.from_pandas(frame[DECISION_SCHEMA.names], schema=DECISION_SCHEMA,
                                              preserve_index=False)
 

@@ -41,7 +41,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from models.calibration import calibrate, fit_temperature, label_indices, teacher_posterior
+from models.calibration import calibrate, fit_temperature, teacher_posterior
 from storage.ingest import USABLE
 from tasks.memory import trim_heap
 
@@ -108,7 +108,7 @@ def decide(votes: pd.DataFrame, voters: Sequence[str], thresholds: dict[str, flo
     """A decision per clip of the vote table (columns clip_id, <voter>:label, <voter>:confidence),
     row for row: clip_id, decision, label, confidence, reason (categorical: the same few words
     for most clips). The votes are not copied into it: `vote_json` writes a row's votes as JSON
-    when the round is recorded (`decision_records`). `thresholds` None: consensus needs agreement
+    when the round is recorded (`RoundResult.records`). `thresholds` None: consensus needs agreement
     only (the selection step decides how many)."""
     columns = ("clip_id", "decision", "label", "confidence")
     # Plain dicts, not iterrows: building a Series per row took 21.6 s against 5.3 s on 100,000
@@ -137,8 +137,8 @@ def vote_json(votes: pd.DataFrame, voters: Sequence[str]) -> pd.api.extensions.E
     """Each row's votes (of the voters that voted) as the JSON `clip_decisions.votes` holds,
     the text `json.dumps(..., sort_keys=True)` writes: {voter: {"confidence": c, "label": l}},
     as one Arrow string array. Each row's text is made from per-voter pieces and goes straight
-    into the array (a dict per row and json.dumps took ~1.3 s at 100,000 clips; a list of the
-    rows' strings left ~20 MB of the heap fragmented for the insert that followed)."""
+    into the array, not into a list of every row's string (a dict per row and json.dumps took
+    ~1.3 s at 100,000 clips, done for every round)."""
     pieces = []
     for voter in sorted(dict.fromkeys(voters)):
         said = votes[f"{voter}:label"]

@@ -279,7 +279,8 @@ def test_v9_keeps_every_decision_and_outcome_and_drops_only_the_primary_keys(tmp
         indexes = _indexes(s)
         version = cat.version(s.con)
     assert version == 9
-    assert indexes == [["clip_decisions", "clip_decisions_clip_id"], ["teacher_outcomes", "teacher_outcomes_clip_id"]]
+    assert indexes == [["clip_decisions", "clip_decisions_clip_id"],
+                       ["teacher_outcomes", "teacher_outcomes_clip_id"]]
     pd.testing.assert_frame_equal(after, before)
     pd.testing.assert_frame_equal(outcomes_after, outcomes)
 
@@ -297,7 +298,8 @@ def test_v11_keeps_every_decision_and_outcome_and_drops_their_clip_id_indexes(tm
     monkeypatch.setattr("storage.catalog.migrations", lambda: every[:10])
     with cat.writer() as s:
         s.query("INSERT INTO clip_decisions SELECT 'mine-1', 1 + i // 1000, 'c' || i, 'accepted', 'happy', "
-                "i / 3000, 'consensus', '{}', 'consensus-v2', TIMESTAMP '2026-12-01', NULL FROM range(3000) t(i)")
+                "i / 3000, 'consensus', '{}', 'consensus-v2', TIMESTAMP '2026-12-01', NULL "
+                "FROM range(3000) t(i)")
         s.query("INSERT INTO teacher_outcomes SELECT 'teacher-1', 'c' || i, 'label', 'replay', 'k' || i, "
                 "'answered', false, 1 FROM range(2000) t(i)")
         assert len(_indexes(s)) == 2

@@ -117,7 +117,8 @@ def test_a_round_is_recorded_from_frames_a_chunk_at_a_time_and_a_clip_twice_acro
     assert rows["new_clip"].tolist()[:2] == [True, True] and pd.isna(rows["new_clip"].iloc[2])  # unknown
     assert json.loads(rows["votes"].iloc[2]) == {"teacher": {"label": "happy", "confidence": 0.9}}
     # A clip in two of the frames: the round is rolled back, naming it.
-    with pytest.raises(ValueError, match=r"round 2 of run mine-1 decides 1 clip\(s\) more than once, e\.g\. 'b'"):
+    twice = r"round 2 of run mine-1 decides 1 clip\(s\) more than once, e\.g\. 'b'"
+    with pytest.raises(ValueError, match=twice):
         record_round(ws.catalog, "mine-1", 2, T0, iter([decisions(["a", "b"]), decisions(["b", "c"])]),
                      "consensus-v2", summary(2))
     assert recorded(ws)["round"].tolist() == [1, 1, 1]
@@ -138,7 +139,8 @@ def test_a_round_streamed_as_frames_holds_one_frame_at_a_time(tmp_path):
     def frames():
         for k in range(chunks):
             ids = [f"c{k}-{i:05d}" for i in range(chunk)]
-            frame = decisions(ids).assign(votes=pd.array([f'{{"v": "{c}{"x" * 800}"}}' for c in ids], dtype="str"))
+            votes = pd.array([f'{{"v": "{c}{"x" * 800}"}}' for c in ids], dtype="str")
+            frame = decisions(ids).assign(votes=votes)
             seen.append(pa.total_allocated_bytes())
             yield frame
 

@@ -403,7 +403,8 @@ def test_a_rounds_records_are_its_decisions_with_their_votes_a_chunk_at_a_time()
     assert [json.loads(v) for v in records["votes"]] == [
         {v: {"label": lab, "confidence": c} for v, (lab, c) in votes_of.items()} for _, votes_of in rows]
     # Decisions and votes must be the same clips, row for row; without the votes nothing is written.
-    shuffled = RoundResult(decisions, THRESH, 0.7, {}, {}, votes.iloc[::-1].reset_index(drop=True), tuple(VOTERS))
+    backwards = votes.iloc[::-1].reset_index(drop=True)
+    shuffled = RoundResult(decisions, THRESH, 0.7, {}, {}, backwards, tuple(VOTERS))
     with pytest.raises(ValueError, match="not row for row from clip 'c0'"):
         next(shuffled.records())
     with pytest.raises(ValueError, match="vote table is not here"):
@@ -420,7 +421,8 @@ def test_a_decision_holds_a_few_bytes_per_clip_not_its_reason_and_votes_as_text(
     assert isinstance(decisions["reason"].dtype, pd.CategoricalDtype)
     assert decisions["reason"].nunique() < 100                   # 3,000 clips, a few words (48)
     per_clip = decisions.drop(columns="clip_id").memory_usage(deep=True, index=False).sum() / len(decisions)
-    text = (decisions["reason"].astype(str).str.len().mean() + np.mean([len(v) for v in vote_json(votes, VOTERS)]))
+    as_json = vote_json(votes, VOTERS)
+    text = decisions["reason"].astype(str).str.len().mean() + np.mean([len(v) for v in as_json])
     # decision, label, confidence and a reason code: ~45 bytes; the reason and votes as text were ~text.
     assert per_clip < 64 and text > 250, (per_clip, text)
 
