@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.artifacts import atomic_write
+from storage.ids import IdIndex
 
 SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("media_key", pa.string()), ("extractor", pa.string()),
@@ -146,7 +147,7 @@ def gather_vectors(source: FeatureSource, ids: Sequence[str]) -> tuple[np.ndarra
             i = int(bad[0])
             raise ValueError(f"feature vector of clip {bids[i]!r} has {lengths[i]} values; "
                              f"the set's dimension is {dim}")
-        pos = index.get_indexer(bids)
+        pos = index.positions(bids)
         wanted = pos >= 0
         if out is not None:
             if ok.any():
@@ -227,7 +228,7 @@ def gather_sequences(source: FeatureSource, ids: Sequence[str]) -> tuple[Ragged,
             i = int(bad[0])
             raise ValueError(f"feature sequence of clip {bids[i]!r} has {lengths[i]} values, "
                              f"not seq_len x seq_dim = {steps[i]} x {width[i]}")
-        pos = index.get_indexer(bids)
+        pos = index.positions(bids)
         wanted = pos >= 0
         rows = np.flatnonzero(wanted)
         _, last = np.unique(pos[rows][::-1], return_index=True)   # a clip's last row in the batch
@@ -261,12 +262,8 @@ def _clip_ids(table: pa.Table | pd.DataFrame) -> list[str]:
     return table.column("clip_id").to_pylist()
 
 
-def _index(ids: Sequence[str]) -> pd.Index:
-    index = pd.Index(ids)
-    if not index.is_unique:
-        dup = index[index.duplicated()][0]
-        raise ValueError(f"clip {dup!r} is asked for twice: gather each clip once")
-    return index
+def _index(ids: Sequence[str]) -> IdIndex:
+    return IdIndex(ids, "clip {!r} is asked for twice: gather each clip once")
 
 
 def _batches(source: FeatureSource) -> Iterable[pa.RecordBatch]:

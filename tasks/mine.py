@@ -42,6 +42,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from models.calibration import calibrate, fit_temperature, teacher_posterior
+from storage.ids import IdIndex, isin
 from storage.ingest import USABLE
 from tasks.memory import trim_heap
 
@@ -318,7 +319,7 @@ def pool_rows(pool_ids: Sequence[str], frame: pd.DataFrame) -> np.ndarray:
     """`frame`'s values (index clip_id) placed row for row with `pool_ids`: NaN for a clip it
     lacks."""
     out = np.full((len(pool_ids), frame.shape[1]), np.nan, dtype=np.float64)
-    at = pd.Index(pd.array(pool_ids, dtype="str", copy=False)).get_indexer(frame.index)
+    at = IdIndex(pool_ids).positions(frame.index.array)
     inside = at >= 0
     out[at[inside]] = frame.to_numpy(np.float64)[inside]
     return out
@@ -453,22 +454,19 @@ def vote_table(pool_ids: Sequence[str], head_probs: Mapping[str, pd.DataFrame], 
     voter's votes are placed by position, not merged (a merge per voter copied the growing
     table each time), and a label is a code, not a Python string per clip (at 100,000 clips
     and 4 voters those were ~30 MB)."""
-    index = pd.Index(pd.array(pool_ids, dtype="str"))
-    if not index.is_unique:
-        dup = index[index.duplicated()][0]
-        raise ValueError(f"clip {dup!r} is in the pool twice")
+    index = IdIndex(pool_ids, "clip {!r} is in the pool twice")
     # The label set, and any other label the teacher gave (it votes as it said).
     categories = list(labels)
     if teacher is not None and "teacher" in voters:
         said = pd.unique(teacher["teacher:label"].dropna().astype(str))
         categories += sorted(set(said) - set(categories))
-    table: dict[str, object] = {"clip_id": index.array}
+    table: dict[str, object] = {"clip_id": pd.array(index.ids, dtype="str")}
     for voter in voters:
         codes = np.full(len(index), -1, np.int16)
         confidence = np.full(len(index), np.nan)
         votes = teacher if voter == "teacher" else head_votes(head_probs[voter], voter, labels)
         if votes is not None:                # no teacher: its votes stay absent
-            at = index.get_indexer(votes["clip_id"])
+            at = index.positions(votes["clip_id"].array)
             inside = at >= 0
             said = pd.Categorical(votes[f"{voter}:label"], categories=categories).codes
             codes[at[inside]] = said[inside]
@@ -644,7 +642,7 @@ def discard_round(decisions: pd.DataFrame, why: str) -> pd.DataFrame:
 def mark_new(decisions: pd.DataFrame, mined_before: Sequence[str]) -> pd.DataFrame:
     """The decisions with `new_clip`: true for a clip no earlier mining run decided (added to
     the dataset since, or never usable before)."""
-    return decisions.assign(new_clip=~decisions["clip_id"].isin(mined_before))
+    return decisions.assign(new_clip=~isin(decisions["clip_id"].array, mined_before))
 
 
 def new_clip_counts(decisions: pd.DataFrame) -> dict[str, int]:
@@ -682,7 +680,7 @@ def usable_pool(registry: pd.DataFrame) -> pd.api.extensions.ExtensionArray:
 def remaining_pool(pool: Sequence[str], taken: Sequence[str]) -> pd.api.extensions.ExtensionArray:
     """`pool` without the clips `taken`, in its order (an Arrow string array)."""
     pool = pd.array(pool, dtype="str", copy=False)
-    return pool[~pd.Index(pool).isin(pd.array(taken, dtype="str", copy=False))]
+    return pool[~isin(pool, taken)]
 
 
 mine_round_task = task(mine_round, name="mine-round", cache_policy=NO_CACHE)

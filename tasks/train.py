@@ -41,6 +41,7 @@ from models.baseline import Bundle, ExpertInput, FusionClassifier
 from models.metrics import evaluate
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.feature_cache import FeatureSource, gather_sequences, gather_vectors
+from storage.ids import IdIndex, isin
 from storage.ingest import USABLE
 from storage.locks import flocked
 from storage.spill import SpillFile
@@ -740,11 +741,11 @@ def fold_data(bundle: Bundle, labels_df: pd.DataFrame, label_set: tuple[str, ...
               config: TrainConfig, predict_ids: Sequence[str]) -> FoldData:
     """The FoldData of the labelled clips `labels_df` (clip_id, label; weight and pseudo if
     given) and the clips `predict_ids`, all of them clips of `bundle`."""
-    index = pd.Index(bundle.clip_ids)
+    index = IdIndex(bundle.clip_ids, "clip {!r} is in the bundle twice")
 
     def rows(ids: Sequence[str]) -> np.ndarray:
         ids = pd.array(ids, dtype="str")
-        at = index.get_indexer(ids)
+        at = index.positions(ids)
         outside = np.flatnonzero(at < 0)
         if len(outside):
             raise KeyError(f"clip {ids[outside[0]]!r} is not in the bundle")
@@ -903,7 +904,7 @@ def train(
         )
     if isinstance(features, TrainingSet):
         data = features
-        outside = sorted(labels_df.loc[~labels_df["clip_id"].isin(data.bundle.clip_ids), "clip_id"].unique())
+        outside = sorted(labels_df.loc[~isin(labels_df["clip_id"], data.bundle.clip_ids), "clip_id"].unique())
         if outside:
             raise ValueError(f"{len(outside)} labelled clip(s) are not in the training set built "
                              f"earlier (e.g. {outside[:3]}): build it with them")
