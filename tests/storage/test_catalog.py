@@ -257,24 +257,30 @@ def _constraints(s, table: str) -> set[str]:
                        [table])["constraint_type"])
 
 
-def test_v9_keeps_every_decision_and_outcome_and_drops_only_the_primary_keys(tmp_path, monkeypatch):
-    cat = Catalog(tmp_path / "c.duckdb")
-    every = migrations()
-    monkeypatch.setattr("storage.catalog.migrations", lambda: every[:8])
-    with cat.writer() as s:
+def _per_clip_rows(s, write: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The decisions and teacher outcomes of two runs each (written first with `write`), read
+    back in one order: what a migration of the per-clip tables must keep."""
+    if write:
         s.query("INSERT INTO clip_decisions SELECT 'mine-' || (i % 2), 1 + i // 1000, 'c' || i, "
                 "'accepted', 'happy', i / 3000, 'consensus', '{\"teacher\": {\"label\": \"happy\"}}', "
                 "'consensus-v2', TIMESTAMP '2026-12-01', i % 3 = 0 FROM range(3000) t(i)")
         s.query("INSERT INTO teacher_outcomes SELECT 'teacher-' || (i % 2), 'c' || i, "
                 "CASE WHEN i % 5 = 0 THEN 'enrich' ELSE 'label' END, 'replay', 'k' || i, 'answered', "
                 "i % 7 = 0, 1 + i % 3 FROM range(2000) t(i)")
+    return (s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id"),
+            s.query("SELECT * FROM teacher_outcomes ORDER BY run_id, question, clip_id"))
+
+
+def test_v9_keeps_every_decision_and_outcome_and_drops_only_the_primary_keys(tmp_path, monkeypatch):
+    cat = Catalog(tmp_path / "c.duckdb")
+    every = migrations()
+    monkeypatch.setattr("storage.catalog.migrations", lambda: every[:8])
+    with cat.writer() as s:
         assert "PRIMARY KEY" in _constraints(s, "clip_decisions") & _constraints(s, "teacher_outcomes")
-        before = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
-        outcomes = s.query("SELECT * FROM teacher_outcomes ORDER BY run_id, question, clip_id")
+        before, outcomes = _per_clip_rows(s, write=True)
     monkeypatch.setattr("storage.catalog.migrations", lambda: every[:9])
     with cat.writer() as s:
-        after = s.query("SELECT * FROM clip_decisions ORDER BY run_id, round, clip_id")
-        outcomes_after = s.query("SELECT * FROM teacher_outcomes ORDER BY run_id, question, clip_id")
+        after, outcomes_after = _per_clip_rows(s)
         assert _constraints(s, "clip_decisions") == _constraints(s, "teacher_outcomes") == {"NOT NULL"}
         indexes = _indexes(s)
         version = cat.version(s.con)
@@ -297,21 +303,16 @@ def test_v11_keeps_every_decision_and_outcome_and_drops_their_clip_id_indexes(tm
     every = migrations()
     monkeypatch.setattr("storage.catalog.migrations", lambda: every[:10])
     with cat.writer() as s:
-        s.query("INSERT INTO clip_decisions SELECT 'mine-1', 1 + i // 1000, 'c' || i, 'accepted', 'happy', "
-                "i / 3000, 'consensus', '{}', 'consensus-v2', TIMESTAMP '2026-12-01', NULL "
-                "FROM range(3000) t(i)")
-        s.query("INSERT INTO teacher_outcomes SELECT 'teacher-1', 'c' || i, 'label', 'replay', 'k' || i, "
-                "'answered', false, 1 FROM range(2000) t(i)")
+        before, outcomes = _per_clip_rows(s, write=True)
         assert len(_indexes(s)) == 2
-        before = s.query("SELECT * FROM clip_decisions ORDER BY round, clip_id")
-        outcomes = s.query("SELECT * FROM teacher_outcomes ORDER BY clip_id")
     monkeypatch.setattr("storage.catalog.migrations", lambda: every)
     with cat.writer():
         pass
     with cat.reader() as s:
         assert cat.version(s.con) == SCHEMA_VERSION and _indexes(s) == []
-        pd.testing.assert_frame_equal(s.query("SELECT * FROM clip_decisions ORDER BY round, clip_id"), before)
-        pd.testing.assert_frame_equal(s.query("SELECT * FROM teacher_outcomes ORDER BY clip_id"), outcomes)
+        after, outcomes_after = _per_clip_rows(s)
+        pd.testing.assert_frame_equal(after, before)
+        pd.testing.assert_frame_equal(outcomes_after, outcomes)
         # The clips table keeps its index on name (one row per clip, upserted by ingest).
         assert s.query("SELECT index_name FROM duckdb_indexes()")["index_name"].tolist() == ["clips_name"]
 
