@@ -16,14 +16,11 @@ import pyarrow.compute as pc
 
 def arrow_ids(ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.Array:
     """`ids` as one Arrow large_string array (no copy of an Arrow-backed array of one chunk)."""
-    if isinstance(ids, pa.ChunkedArray):
-        arr = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
-    elif isinstance(ids, pa.Array):
-        arr = ids
-    else:
+    arr = ids
+    if not isinstance(arr, pa.Array | pa.ChunkedArray):
         arr = pa.array(pd.array(ids, dtype="str", copy=False))
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
     return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
 
 
@@ -42,12 +39,14 @@ class IdIndex:
 
     def positions(self, ids: Sequence[str] | pa.Array) -> np.ndarray:
         """Each of `ids`' position here (int64), -1 where it is not here."""
-        at = pc.index_in(arrow_ids(ids), value_set=self.ids)
-        return at.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        return positions(ids, self.ids)
 
-    def contains(self, ids: Sequence[str] | pa.Array) -> np.ndarray:
-        """Whether each of `ids` is here (bool)."""
-        return pc.is_in(arrow_ids(ids), value_set=self.ids).to_numpy(zero_copy_only=False).astype(bool)
+
+def positions(ids: Sequence[str] | pa.Array, within: Sequence[str] | pa.Array) -> np.ndarray:
+    """Each of `ids`' position in `within` (int64; -1 where absent), `within` being known to
+    hold each id once (`IdIndex` checks that)."""
+    at = pc.index_in(arrow_ids(ids), value_set=arrow_ids(within))
+    return at.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def isin(ids: Sequence[str] | pa.Array, among: Sequence[str] | pa.Array) -> np.ndarray:

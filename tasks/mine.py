@@ -42,7 +42,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from models.calibration import calibrate, fit_temperature, teacher_posterior
-from storage.ids import IdIndex, isin
+from storage.ids import IdIndex, isin, positions
 from storage.ingest import USABLE
 from tasks.memory import trim_heap
 
@@ -316,10 +316,10 @@ def label_codes(votes: pd.DataFrame, voter: str, labels: Sequence[str]) -> np.nd
 
 
 def pool_rows(pool_ids: Sequence[str], frame: pd.DataFrame) -> np.ndarray:
-    """`frame`'s values (index clip_id) placed row for row with `pool_ids`: NaN for a clip it
-    lacks."""
+    """`frame`'s values (index clip_id) placed row for row with `pool_ids` (unique: the vote
+    table's, which `vote_table` checked): NaN for a clip it lacks."""
     out = np.full((len(pool_ids), frame.shape[1]), np.nan, dtype=np.float64)
-    at = IdIndex(pool_ids).positions(frame.index.array)
+    at = positions(frame.index.array, pool_ids)
     inside = at >= 0
     out[at[inside]] = frame.to_numpy(np.float64)[inside]
     return out
