@@ -44,7 +44,7 @@ from tasks.mine import (
     teacher_votes,
     usable_pool,
 )
-from tasks.train import train_task, training_labels, training_set_task
+from tasks.train import labelled_rows, train_task, training_labels, training_set_task
 
 
 @flow(name="mine", validate_parameters=True)
@@ -83,6 +83,8 @@ def mine_flow(params: MineParams) -> dict:
             done = [row["summary"] for row in stage_summaries(ws.catalog, run_id, "mine")]
             accepted, pool, best_cv = resume_rounds(done, accepted_pseudo_labels(ws.catalog, run_id),
                                                     usable_pool(registry), params.weighting)
+            # The rounds' training reads only the labelled rows (the pool is in `pool`).
+            registry = labelled_rows(registry)
             rounds = list(done)
             if done:
                 logger.info("resuming mine run %s after round %d", run_id, len(done))

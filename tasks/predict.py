@@ -10,6 +10,7 @@ and the summary counts and names those clips.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -22,11 +23,14 @@ from storage.artifacts import ArtifactRef, ArtifactStore
 from tasks.memory import release_memory
 from tasks.train import (
     USABLE,
+    HeadFile,
     PoolPredictions,
     build_bundle,
     choose_experts,
     collect_predictions,
     member_order,
+    predict_to_file,
+    scratch_folder,
 )
 
 
@@ -56,30 +60,39 @@ def predict(
     the models' bundle is built. `store_predictions` (`ArtifactStore.save_frames` of the run's
     predictions): each model's rows are written as it predicts, and only their running means
     are held (`predictions.stored` is the artifact); None: every model's rows are kept."""
-    candidates = registry[(registry["split"] == "candidate") & (registry["status"] != "removed")]
-    usable = candidates[candidates["status"].isin(USABLE)]
-    ids = usable["clip_id"].astype("str").array     # Arrow strings: no Python string per clip
+    candidate = (registry["split"] == "candidate") & (registry["status"] != "removed")
+    # Arrow strings: no Python string per clip, and no copy of the registry's rows held while
+    # the bundle is built (the candidates' frame is made once the predictions are in).
+    ids = registry.loc[candidate & registry["status"].isin(USABLE), "clip_id"].astype("str").array
     # By seed, then fold: the order each head's means take them in.
-    models = sorted(models, key=lambda m: member_order(*fold_of(m[0])[1:]))
-    keys = [dict(zip(("fusion", "seed", "fold"), fold_of(path), strict=True)) for path, _ in models]
-    heads = {h for _, m in models for h in FusionClassifier.output_heads(m.fusion, m.expert_names_)}
+    members = sorted(((dict(zip(("fusion", "seed", "fold"), fold_of(path), strict=True)), model)
+                      for path, model in models), key=lambda m: member_order(m[0]["seed"], m[0]["fold"]))
+    keys = [key for key, _ in members]
+    heads = {h for _, m in members for h in FusionClassifier.output_heads(m.fusion, m.expert_names_)}
     predictions = PoolPredictions(ids, label_set, keys, heads, keep_folds=store_predictions is None)
     bundles: dict[tuple[str, ...], object] = {}
 
-    def parts() -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
-        for (_, model), key in zip(models, keys, strict=True):
-            # Fold models share their experts: one bundle of the candidates for all of them.
-            names = tuple(model.expert_names_)
-            if names not in bundles:
-                bundles[names] = build_bundle(ids, features, choose_experts(list(features), list(names)))
-            yield key, model.predict_proba(bundles[names])
-            # Its blocks are in the means and the artifact: the heap they and their encoding
-            # freed goes back before the next model predicts (no fold workers share it here).
-            release_memory()
+    def parts() -> Iterator[tuple[dict, HeadFile]]:
+        with scratch_folder() as scratch:
+            for i, (key, model) in enumerate(members):
+                # Fold models share their experts: one bundle of the candidates for all of them.
+                names = tuple(model.expert_names_)
+                if names not in bundles:
+                    bundles[names] = build_bundle(ids, features, choose_experts(list(features), list(names)))
+                # Its probabilities go to a file a chunk of rows at a time and are read back a
+                # chunk of a head at a time (unless every block is kept): never all in memory.
+                pred = predict_to_file(model, bundles[names], np.arange(len(ids)),
+                                       os.path.join(scratch, f"model-{i}.f32"))
+                yield key, pred
+                os.unlink(pred.path)
+                # Its blocks are in the means and the artifact: the heap their reading and
+                # encoding freed goes back before the next model predicts (no workers share it).
+                release_memory()
 
     collect_predictions(predictions, parts(), store_predictions)
     bundles.clear()
-    fusion = fusion or models[0][1].fusion
+    candidates = registry.loc[candidate, ["clip_id", "name"]]
+    fusion = fusion or members[0][1].fusion
     chosen = predictions.probs(fusion, head)
     decided = {
         cid: label_set[int(np.argmax(row))]
@@ -94,7 +107,7 @@ def predict(
         "fallback_clips": names.loc[fallback].tolist()[:20],
         "fallback_label": majority,
         "head": f"{fusion}/{head}",
-        "models": len(models),
+        "models": len(members),
         "label_counts": submission["discrete"].value_counts().to_dict(),
     }
     return predictions, submission, summary

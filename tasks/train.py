@@ -372,16 +372,18 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
     and lets go of one fit's pool probabilities before it asks for the next). `workers` > 1:
     that many forked processes fit side by side (one torch thread each, as in this process);
     each fit is seeded by its own (seed, fold), so the results are the same as with one worker.
-    A worker's pool probabilities come as a `HeadFile` in a temporary folder (TMPDIR), removed
+    Each fit's pool probabilities come as a `HeadFile` in a temporary folder (TMPDIR), removed
     when the caller asks for the next fit (the folder when the fits end; a folder left by a
-    killed flow when the next fits begin: `_scratch_folder`). Where fork is unavailable
-    (Windows), one worker."""
+    killed flow when the next fits begin: `scratch_folder`), with one worker as with several:
+    the pool's probabilities are never in memory whole. Where fork is unavailable (Windows),
+    one worker."""
     global _SHARED
     if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
-        for job in jobs:
-            yield fit_fold(data, job)
+        with scratch_folder() as scratch:
+            for i, job in enumerate(jobs):
+                yield from _hand_on(fit_fold(data, job, pool_file=os.path.join(scratch, f"fit-{i}.f32")))
         return
-    with _scratch_folder() as scratch:
+    with scratch_folder() as scratch:
         _SHARED = (data, jobs, scratch)
         try:
             yield from _fit_forked(data, jobs, workers)
@@ -410,12 +412,13 @@ SCRATCH_PREFIX = "mersemi-fits-"
 
 
 @contextlib.contextmanager
-def _scratch_folder() -> Iterator[str]:
-    """A new folder in TMPDIR for the fits' pool files, removed at the end. Its `owner` file is
-    locked (flock) while the folder is in use, so a folder whose process was killed before it
-    could remove it (SIGKILL, out of memory: the pool files of the fits in flight, ~17 MB each
-    for a MoE fold model at 100,000 candidates) is told from one in use, here or in another
-    process, and removed when the next fits begin. The lock goes with the last process holding
+def scratch_folder() -> Iterator[str]:
+    """A new folder in TMPDIR for the pool files of fold models (`predict_to_file`: the fits',
+    the predict stage's), removed at the end. Its `owner` file is locked (flock) while the
+    folder is in use, so a folder whose process was killed before it could remove it (SIGKILL,
+    out of memory: the pool files of the models in flight, 14-17 MB each for a MoE fold model at
+    100,000 candidates) is told from one in use, here or in another process, and removed when
+    the next fits or predictions begin. The lock goes with the last process holding
     it (forked workers inherit it, and die with the flow), whatever its pid namespace. Folders
     and locks are made and swept under one lock in TMPDIR, so a sweep never finds a new folder
     before its owner locked it."""
@@ -854,6 +857,13 @@ def training_labels(registry: pd.DataFrame, extra: pd.DataFrame | None = None,
     return labels.sort_values("clip_id").reset_index(drop=True)
 
 
+def labelled_rows(registry: pd.DataFrame) -> pd.DataFrame:
+    """The registry's `train` rows: all that `training_labels`, and so `train` given a
+    `TrainingSet`, reads of it. A mining run keeps these through its rounds, not a row per
+    candidate."""
+    return registry[registry["split"] == "train"]
+
+
 @dataclass
 class TrainingSet:
     """What every training on one registry shares: the experts, the clips to predict (usable,
@@ -869,9 +879,10 @@ def training_set(registry: pd.DataFrame, features: dict[str, pd.DataFrame], conf
                  extra_ids: set[str] | frozenset[str] = frozenset()) -> TrainingSet:
     """The bundle of the registry's usable `train` and to-predict clips (and `extra_ids`)."""
     specs = choose_experts(list(features), list(config.experts))
-    usable = registry[registry["status"].isin(USABLE)]
-    # Arrow string arrays throughout, sorted as Python sorts str: no Python string per clip.
-    predict_ids = usable.loc[usable["split"] != "train", "clip_id"].astype("str").array
+    # Arrow string arrays throughout, sorted as Python sorts str: no Python string per clip,
+    # and no copy of the registry's rows held while the bundle is built.
+    to_predict = registry["status"].isin(USABLE) & (registry["split"] != "train")
+    predict_ids = registry.loc[to_predict, "clip_id"].astype("str").array
     ids = pd.concat([training_labels(registry)["clip_id"].astype("str"), pd.Series(predict_ids),
                      pd.Series(list(extra_ids), dtype="str")], ignore_index=True)
     ids = ids.drop_duplicates().sort_values(ignore_index=True).array

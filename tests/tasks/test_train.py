@@ -165,6 +165,17 @@ def test_training_labels_add_extra_without_overriding_humans(corpus):
     assert labels["pseudo"].sum() == 1 and labels.loc["c031", "pseudo"] and not labels.loc["c000", "pseudo"]
 
 
+def test_a_mining_run_keeps_only_the_labelled_rows_the_rounds_training_reads(corpus):
+    registry, _, _ = corpus
+    # An unusable labelled clip and a removed one: training skips them from either registry.
+    registry.loc[2, "status"], registry.loc[4, "status"] = "error", "removed"
+    kept = train_module.labelled_rows(registry)
+    assert len(kept) == 30 and set(kept["split"]) == {"train"}
+    extra = pd.DataFrame({"clip_id": ["c031"], "label": ["happy"], "weight": [0.7]})
+    pd.testing.assert_frame_equal(training_labels(kept, extra), training_labels(registry, extra))
+    assert len(training_labels(kept)) == 28
+
+
 def test_folds_split_the_human_labels_and_every_fold_trains_on_the_pseudo_labels():
     y = np.arange(40) % 2
     pseudo = np.zeros(40, bool)
@@ -373,6 +384,50 @@ def test_predict_hands_each_models_freed_heap_back_once_its_rows_are_stored(corp
     assert events == ["0", "release", "1", "release", "2", "release", "mean"]
 
 
+def test_predict_reads_each_models_pool_from_its_own_file_a_chunk_at_a_time(corpus, tmp_path, monkeypatch):
+    import functools
+
+    import tasks.predict as predict_module
+
+    registry, features, _ = corpus
+    store = ArtifactStore(tmp_path / "store")
+    config = TrainConfig(folds=3, seeds=(0,), fusions=("moe",), model={"epochs": 1, "hidden": 8})
+    out = train(registry, features, LABELS, config, store, "run-t")
+    models = load_models(store, [r.path for r in out["refs"]["models"]])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(train_module.tempfile, "tempdir", None)   # TMPDIR is read again
+    monkeypatch.setattr(predict_module, "PoolPredictions",
+                        functools.partial(train_module.PoolPredictions, chunk_rows=4))
+    reads, read = [], train_module.HeadFile.read
+
+    def recorded(self, head, start=0, stop=None):
+        reads.append(stop is not None and stop - start <= 4)
+        return read(self, head, start, stop)
+
+    monkeypatch.setattr(train_module.HeadFile, "read", recorded)
+    seen = []
+
+    def stored(frames):
+        for frame in frames:
+            on_disk = sorted(path.name for path in scratch.glob("mersemi-fits-*/model-*.f32"))
+            seen.append((frame["fold"].iloc[0], on_disk))
+
+    streamed, _, _ = predict(registry, features, models, LABELS, majority_label(registry),
+                             store_predictions=stored)
+    # Each model's rows come from its own file, read a chunk at a time, and the file is gone
+    # before the next model predicts; the folder goes at the end.
+    assert reads and all(reads)
+    assert {(fold, tuple(files)) for fold, files in seen} == {
+        ("0", ("model-0.f32",)), ("1", ("model-1.f32",)), ("2", ("model-2.f32",)), ("mean", ())}
+    assert list(scratch.glob("mersemi-fits-*")) == []
+    # The same fold models predicted the same candidates in training: the same means.
+    trained = out["result"].pool
+    for head in FusionClassifier.output_heads("moe", models[0][1].expert_names_):
+        pd.testing.assert_frame_equal(streamed.probs("moe", head), trained.probs("moe", head))
+
+
 def test_fold_models_fitted_by_two_processes_give_the_same_results(corpus, tmp_path):
     registry, features, _ = corpus
     config = TrainConfig(folds=3, seeds=(0,), model={"epochs": 4, "hidden": 16})
@@ -405,7 +460,7 @@ def test_a_pool_written_a_chunk_at_a_time_reads_back_as_one_prediction(monkeypat
     assert len(empty) == 0 and dict(empty) == {}
 
 
-def test_fold_workers_hand_the_pool_on_in_files_removed_once_read(corpus, tmp_path, monkeypatch):
+def test_fold_fits_hand_the_pool_on_in_files_removed_once_read(corpus, tmp_path, monkeypatch):
     registry, features, _ = corpus
     monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
     (tmp_path / "scratch").mkdir()
@@ -429,10 +484,17 @@ def test_fold_workers_hand_the_pool_on_in_files_removed_once_read(corpus, tmp_pa
     # The objects shared with the workers are out of garbage collection while they run (no
     # collection copies their pages); the last fit comes after the workers ended.
     assert frozen == [True] * (len(jobs) - 1) + [False] and gc.get_freeze_count() == 0
-    alone = list(fit_folds(fold_data, jobs, workers=1))
-    for (_, probs), fit in zip(seen, alone, strict=True):
-        assert list(probs) == list(fit["pred"])
-        for head, p in fit["pred"].items():
+    # One worker hands the pool on in files the same way, with the same probabilities.
+    alone = []
+    for fit in fit_folds(fold_data, jobs, workers=1):
+        pred = fit["pred"]
+        assert isinstance(pred, train_module.HeadFile) and os.path.exists(pred.path)
+        alone.append((pred.path, {head: pred[head] for head in pred}))
+        assert not any(os.path.exists(path) for path, _ in alone[:-1])
+    assert list((tmp_path / "scratch").glob("mersemi-fits-*")) == []
+    for (_, probs), (_, single) in zip(seen, alone, strict=True):
+        assert list(probs) == list(single)
+        for head, p in single.items():
             np.testing.assert_array_equal(probs[head], p)
 
 
