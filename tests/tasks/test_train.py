@@ -745,4 +745,6 @@ def test_the_pool_keeps_no_head_of_the_whole_pool_in_memory():
         return peak
 
     # 200,000 clips' sums in memory are 2.4 MB, and their mean as much again; a chunk's are 12 KB.
-    assert held(200_000) - held(20_000) < 200_000
+    # The least of three: tracemalloc also counts what other threads of a test worker allocate
+    # meanwhile, and the first call pays one-off imports and caches (in the suite: +250 KB once).
+    assert min(held(200_000) for _ in range(3)) - min(held(20_000) for _ in range(3)) < 200_000
