@@ -375,8 +375,9 @@ def fit_folds(data: FoldData, jobs: list[FoldJob], workers: int = 1) -> Iterator
     Each fit's pool probabilities come as a `HeadFile` in a temporary folder (TMPDIR), removed
     when the caller asks for the next fit (the folder when the fits end; a folder left by a
     killed flow when the next fits begin: `scratch_folder`), with one worker as with several:
-    the pool's probabilities are never in memory whole. Where fork is unavailable (Windows),
-    one worker."""
+    no fit's pool probabilities are in memory whole unless the caller reads them so (it reads
+    them a chunk of a head at a time unless it keeps every block). Where fork is unavailable
+    (Windows), one worker."""
     global _SHARED
     if workers <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
         with scratch_folder() as scratch:
