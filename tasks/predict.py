@@ -28,6 +28,7 @@ from tasks.train import (
     build_bundle,
     choose_experts,
     collect_predictions,
+    hand_on,
     member_order,
     predict_to_file,
     scratch_folder,
@@ -83,8 +84,7 @@ def predict(
                 # chunk of a head at a time (unless every block is kept): never all in memory.
                 pred = predict_to_file(model, bundles[names], np.arange(len(ids)),
                                        os.path.join(scratch, f"model-{i}.f32"))
-                yield key, pred
-                os.unlink(pred.path)
+                yield from hand_on((key, pred), pred)
                 # Its blocks are in the means and the artifact: the heap their reading and
                 # encoding freed goes back before the next model predicts (no workers share it).
                 release_memory()

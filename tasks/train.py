@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -478,9 +479,14 @@ def _frozen_objects() -> Iterator[None]:
 
 
 def _hand_on(fit: dict) -> Iterator[dict]:
-    """Hand `fit` on; once the caller is back for the next, its pool file is removed."""
-    pred = fit.get("pred")
-    yield fit
+    """Hand a fit on; its pool file goes once the caller is back for the next."""
+    return hand_on(fit, fit.get("pred"))
+
+
+def hand_on(item: Any, pred: Mapping | None) -> Iterator[Any]:
+    """Hand `item` on (a fit, or a fold model's keys and predictions); once the caller is back
+    for the next, its pool file `pred` (a `HeadFile`) is removed."""
+    yield item
     if isinstance(pred, HeadFile):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pred.path)
