@@ -29,7 +29,11 @@ stages.started_at / finished_at); and the in-memory size of the feature matrix, 
 peaks across pool sizes. Several `--pool` values run one after the other in fresh workspaces.
 Each stage's PSS samples go to ROOT/pss-<pool>-<stage>.csv (t_s, pss_mb, and its parts own_mb
 and workers_mb: the stage's own process, its fold workers), to place its peak among its steps.
-`--pseudo-ratio R` is passed to mine and finalize.
+`--pseudo-ratio R` is passed to mine and finalize. With several pools, a last table gives each
+stage's growth from the smallest pool beyond the matrix's (for the stages that load it), per
+added candidate: of the peak PSS, and of the peak anonymous PSS (the tree's data: Pss_Anon +
+Pss_Shmem, without the pages of mapped files, which PSS splits with any other process that
+maps the same libraries, so a test run beside the bench lowers it).
 
     python bench/scale_pool.py --root /tmp/scale --pool 25000,100000 [--folds 3 --seeds 0 --epochs 30]
         [--workers 2] [--pseudo-ratio 1]
@@ -234,19 +238,23 @@ def rollup(pid: int) -> dict[str, int]:
         return {k[:-1]: int(v[0]) * 1024 for k, *v in map(str.split, f) if k.endswith(":") and v}
 
 
-def tree_pss(proc: psutil.Process) -> tuple[int, int]:
+def tree_pss(proc: psutil.Process) -> tuple[int, int, int]:
     """Proportional set size of a process and the sum of its children's: pages shared between
     them (forked fold workers share the bundle copy-on-write) counted once, split between
-    sharers. Summed RSS would count a shared page once per process."""
-    own = children = 0
+    sharers. Summed RSS would count a shared page once per process. Third, the tree's
+    anonymous and shared-memory PSS (Pss_Anon + Pss_Shmem): its data without the pages of
+    mapped files (libraries, page cache of memory-mapped files), which another process that
+    maps the same libraries shrinks (PSS splits them between the processes)."""
+    own = children = data = 0
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(OSError):
-            pss = rollup(p.pid)["Pss"]
+            r = rollup(p.pid)
             if p.pid == proc.pid:
-                own = pss
+                own = r["Pss"]
             else:
-                children += pss
-    return own, children
+                children += r["Pss"]
+            data += r.get("Pss_Anon", 0) + r.get("Pss_Shmem", 0)
+    return own, children, data
 
 
 def run_stage(args: list[str], env: dict) -> dict:
@@ -273,11 +281,12 @@ def run_stage(args: list[str], env: dict) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{err[-4000:]}")
     last = out.strip().splitlines()[-1] if out.strip() else ""
-    at, own, workers = max(trace, key=lambda x: x[1] + x[2]) if trace else (0.0, 0, 0)
+    at, own, workers, _ = max(trace, key=lambda x: x[1] + x[2]) if trace else (0.0, 0, 0, 0)
     # The phases without fold workers (building, voting, deciding, recording) peak apart from
     # the fits: both must stop growing with the pool for the stage's peak to.
-    alone = max((o for _, o, w in trace if not w), default=0)
-    return {"wall_s": wall, "peak_mb": (own + workers) / 2**20, "peak_at_s": at,
+    alone = max((o for _, o, w, _ in trace if not w), default=0)
+    data = max((d for *_, d in trace), default=0)
+    return {"wall_s": wall, "peak_mb": (own + workers) / 2**20, "peak_at_s": at, "data_mb": data / 2**20,
             "own_mb": own / 2**20, "workers_mb": workers / 2**20, "alone_mb": alone / 2**20,
             "stdout": out, "last": last, "trace": trace}
 
@@ -331,7 +340,7 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         ("audit clip", [MERSEMI, "audit", "clip", built["sample"], *w]),
     ]
     print("\n| stage | wall s | peak PSS MB | of which: stage process, workers | peak at s "
-          "| peak with no worker alive |\n|---|---|---|---|---|---|")
+          "| peak with no worker alive | peak data MB (anonymous) |\n|---|---|---|---|---|---|---|")
     results = {}
     for name, cmd in stages:
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):
@@ -339,13 +348,14 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         res = run_stage(cmd, env)
         results[name] = res
         print(f"| {name} | {res['wall_s']:.1f} | {res['peak_mb']:.0f} | {res['own_mb']:.0f}, "
-              f"{res['workers_mb']:.0f} | {res['peak_at_s']:.0f} | {res['alone_mb']:.0f} |", flush=True)
+              f"{res['workers_mb']:.0f} | {res['peak_at_s']:.0f} | {res['alone_mb']:.0f} "
+              f"| {res['data_mb']:.0f} |", flush=True)
         # The PSS samples, to place the peak among the stage's steps (rounds' times: the catalog).
         slug = name.split(" ")[0]
         (root / f"pss-{n_pool}-{slug}.csv").write_text(
-            "t_s,pss_mb,own_mb,workers_mb\n" + "".join(
-                f"{t:.2f},{(a + b) / 2**20:.0f},{a / 2**20:.0f},{b / 2**20:.0f}\n"
-                for t, a, b in res["trace"]))
+            "t_s,pss_mb,own_mb,workers_mb,data_mb\n" + "".join(
+                f"{t:.2f},{(a + b) / 2**20:.0f},{a / 2**20:.0f},{b / 2**20:.0f},{d / 2**20:.0f}\n"
+                for t, a, b, d in res["trace"]))
     if "mine (3 rounds)" in results:
         summary = json.loads(results["mine (3 rounds)"]["last"])
         print("\n| round | pool | accepted | wall s (catalog) |\n|---|---|---|---|")
@@ -355,6 +365,34 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         print("\n" + "\n".join(results["audit rounds"]["stdout"].strip().splitlines()[-12:]))
     if not args.keep:
         shutil.rmtree(ws)
+    return {"pool": n_pool, "matrix_mb": built["matrix_mb"],
+            "peaks": {name.split(" ")[0]: (r["peak_mb"], r["data_mb"]) for name, r in results.items()
+                      if not name.startswith("audit")}}
+
+
+# Stages that load the feature matrix (the teacher and the audit read the catalog only).
+MATRIX_STAGES = ("train", "predict", "mine", "finalize")
+
+
+def growth_table(runs: list[dict]) -> str:
+    """Per stage, what its peak grew from the smallest pool to each larger one beyond what the
+    feature matrix grew (for the stages that load it), in MB and in bytes per added candidate:
+    of the peak PSS and of the peak anonymous PSS (data, without mapped files' pages)."""
+    first, lines = runs[0], []
+    for later in runs[1:]:
+        added = later["pool"] - first["pool"]
+        for stage, (peak, data) in later["peaks"].items():
+            if stage not in first["peaks"]:
+                continue
+            matrix = later["matrix_mb"] - first["matrix_mb"] if stage in MATRIX_STAGES else 0.0
+            grew = peak - first["peaks"][stage][0] - matrix
+            grew_data = data - first["peaks"][stage][1] - matrix
+            lines.append(f"| {stage} | {first['pool']:,} -> {later['pool']:,} | {matrix:.0f} | "
+                         f"{grew:+.0f} | {grew * 2**20 / added:+.0f} | {grew_data:+.0f} | "
+                         f"{grew_data * 2**20 / added:+.0f} |")
+    return ("| stage | pools | matrix grew MB | peak PSS grew beyond it MB | B per added candidate "
+            "| peak data grew beyond it MB | B per added candidate |\n|---|---|---|---|---|---|---|\n"
+            + "\n".join(lines))
 
 
 def main() -> None:
@@ -382,8 +420,9 @@ def main() -> None:
           f"--seeds {args.seeds} --epochs {args.epochs} --workers {args.workers} (2 fusions); "
           f"mine --policy {args.policy}; "
           f"{os.cpu_count()} cores", flush=True)
-    for n in (int(x) for x in args.pool.split(",")):
-        bench_pool(args.root, n, args)
+    runs = [bench_pool(args.root, n, args) for n in (int(x) for x in args.pool.split(","))]
+    if len(runs) > 1:
+        print("\n## growth with the pool beyond the feature matrix\n\n" + growth_table(runs))
 
 
 if __name__ == "__main__":
