@@ -288,6 +288,8 @@ def main() -> None:
 
     cases = {"rounds": call(lambda s: audit.rounds_report(s)),
              "accepted --round 5": call(lambda s: audit.accepted_clips(s, "mine-bench", 5)),
+             "accepted --round 5 (the table's first 100)": call(lambda s: audit.accepted_clips(
+                 s, "mine-bench", 5, limit=100)),
              "accepted --round 5 --label sad": call(lambda s: audit.accepted_clips(s, "mine-bench", 5,
                                                                                     "sad")),
              f"clip {name}": call(lambda s: audit.clip_history(s, store, name))}

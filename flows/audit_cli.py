@@ -123,22 +123,23 @@ def accepted(workspace: WorkspaceOpt = None, run: RunOpt = None,
     from storage import audit
 
     known = run_guarded(audit.load_truth, truth) if truth else None
-    found, frame = reading(workspace, lambda s, ws: audit.accepted_clips(s, run, round_, label, known,
-                                                                         reasoning))
-    shown = frame.head(limit if limit is not None else (len(frame) if as_json else 100))
+    # Only the clips shown are read: a round of a large pool accepts tens of thousands.
+    shown_at_most = limit if limit is not None else (None if as_json else 100)
+    found, shown, total = reading(workspace, lambda s, ws: audit.accepted_clips(
+        s, run, round_, label, known, reasoning, limit=shown_at_most))
     if as_json:
-        return emit({"run": found, "total": len(frame), "clips": audit.records(shown)})
+        return emit({"run": found, "total": total, "clips": audit.records(shown)})
     out.print(run_line(found), highlight=False)
     scored = known is not None
     cols = ["round", "clip", "label", "conf", "teacher", "votes", "reason", *(["truth"] if scored else [])]
-    out.print(table(f"accepted clips ({len(frame)})", cols, [
+    out.print(table(f"accepted clips ({total})", cols, [
         [r["round"], r["name"] or r["clip_id"], r["label"], r["confidence"],
          f"{r['teacher_label'] or '-'} {fmt(r['teacher_confidence'], 2)}", votes_text(r["votes"]),
          r["reason"] + (f" | teacher: {r['teacher_reasoning']}" if r.get("teacher_reasoning") else "")]
         + ([truth_mark(r)] if scored else [])
         for r in audit.records(shown)], right=("round", "conf")))
-    if len(shown) < len(frame):
-        out.print(f"{len(frame) - len(shown)} more: --limit or --json for all", highlight=False)
+    if len(shown) < total:
+        out.print(f"{total - len(shown)} more: --limit or --json for all", highlight=False)
 
 
 @audit_app.command()

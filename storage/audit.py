@@ -167,14 +167,21 @@ def _round_row(r: int, counts: list[tuple], summary: dict, metrics: list[tuple],
 
 def accepted_clips(s: Session, run_id: str | None = None, round_: int | None = None,
                    label: str | None = None, truth: pd.DataFrame | None = None,
-                   reasoning: bool = False) -> tuple[dict, pd.DataFrame]:
-    """(the run, its accepted clips): round, clip_id, name, label, confidence, reason, votes
-    (dict voter -> {label, confidence}), teacher_label and teacher_confidence (the teacher's vote),
-    who decided and when; with `reasoning`, the answer of the teacher run the mining run used
-    (teacher_model, teacher_label, teacher_scores, teacher_reasoning); with `truth`, columns truth
-    and correct. `round_`/`label` None: all."""
+                   reasoning: bool = False, limit: int | None = None) -> tuple[dict, pd.DataFrame, int]:
+    """(the run, its accepted clips, how many there are): round, clip_id, name, label,
+    confidence, reason, votes (dict voter -> {label, confidence}), teacher_label and
+    teacher_confidence (the teacher's vote), who decided and when; with `reasoning`, the answer
+    of the teacher run the mining run used (teacher_model, teacher_label, teacher_scores,
+    teacher_reasoning); with `truth`, columns truth and correct. `round_`/`label` None: all.
+    `limit`: the first clips only (by round, then confidence), read and decoded alone: a round
+    of a large pool accepts tens of thousands."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be 0 or more, not {limit}")
     run = mine_run(s, run_id)
-    frame = s.frame("audit_accepted", run_id=run["run_id"], round=round_, label=label)
+    where = {"run_id": run["run_id"], "round": round_, "label": label}
+    frame = s.frame("audit_accepted", **where, limit=limit)
+    total = len(frame) if limit is None or len(frame) < limit else int(
+        s.run("audit_accepted_count", **where).fetchall()[0][0])
     frame["votes"] = [_json(v) for v in frame["votes"]]
     teacher = [v.get(TEACHER) or {} for v in frame["votes"]]
     frame["teacher_label"] = [x.get("label") for x in teacher]
@@ -186,7 +193,7 @@ def accepted_clips(s: Session, run_id: str | None = None, round_: int | None = N
         frame["truth"] = frame["name"].map(known)
         frame["correct"] = [None if pd.isna(t) else t == lab
                             for t, lab in zip(frame["truth"], frame["label"], strict=True)]
-    return run, frame
+    return run, frame, total
 
 
 def with_teacher_answers(s: Session, run: dict, frame: pd.DataFrame,

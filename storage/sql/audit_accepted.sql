@@ -1,6 +1,7 @@
 -- The clips a mining run accepted ($round NULL: in any round; $label NULL: any label), with
 -- their names. The teacher's label and confidence are in `votes`; its reasoning is a separate
 -- query (audit_accepted_reasoning), as joining the answers costs more than the rest.
+-- $limit: the first rows only (NULL: all); audit_accepted_count counts them all.
 WITH accepted AS MATERIALIZED (
     SELECT round, clip_id, label, confidence, reason, votes, decided_by, decided_at
     FROM clip_decisions
@@ -18,3 +19,4 @@ final AS (
     LEFT JOIN names AS n USING (clip_id)
 )
 SELECT * FROM final ORDER BY round, confidence DESC NULLS LAST, name
+LIMIT $limit

@@ -30,6 +30,12 @@ def test_audit_commands_answer_as_computed_by_hand(ws):
     code, acc, _ = mersemi("audit", "accepted", *w, "--run", "M1", "--round", "1", "--json")
     assert code == 0 and [c["name"] for c in acc["clips"]] == ["alpha", "delta"]
     assert acc["clips"][0]["votes"]["teacher"] == {"confidence": 0.7, "label": "happy"}
+    code, acc, _ = mersemi("audit", "accepted", *w, "--run", "M1", "--limit", "1", "--json")
+    assert code == 0 and acc["total"] == 3 and [c["name"] for c in acc["clips"]] == ["alpha"]
+    code, _, text = mersemi("audit", "accepted", *w, "--run", "M1", "--limit", "2")
+    assert code == 0 and "accepted clips (3)" in text and "1 more: --limit or --json for all" in text
+    code, _, text = mersemi("audit", "accepted", *w, "--run", "M1", "--limit", "-1")
+    assert code != 0 and "limit must be 0 or more, not -1" in text
     code, diff, _ = mersemi("audit", "diff", *w, "--run", "M1", "--round", "1", "--round", "2", "--json")
     assert code == 0 and diff["counts"] == {"entered": 1, "left": 0, "changed": 0}
     code, dis, _ = mersemi("audit", "disagreements", *w, "--run", "M1", "--round", "1", "--json")

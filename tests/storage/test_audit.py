@@ -232,10 +232,10 @@ def test_truth_file_errors_name_the_file(tmp_path):
 def test_accepted_clips_with_votes_and_the_teacher_run_the_mining_run_used(built, truth):
     catalog, _ = built
     with catalog.reader() as s:
-        _, first = audit.accepted_clips(s, "M1", 1, truth=truth, reasoning=True)
-        _, sad = audit.accepted_clips(s, "M1", None, "sad")
-        _, newer = audit.accepted_clips(s, "M2", 1, "sad", reasoning=True)
-    assert first["name"].tolist() == ["alpha", "delta"]                 # by confidence, 0.95 then 0.92
+        _, first, total = audit.accepted_clips(s, "M1", 1, truth=truth, reasoning=True)
+        _, sad, _ = audit.accepted_clips(s, "M1", None, "sad")
+        _, newer, _ = audit.accepted_clips(s, "M2", 1, "sad", reasoning=True)
+    assert first["name"].tolist() == ["alpha", "delta"] and total == 2  # by confidence, 0.95 then 0.92
     alpha = first.iloc[0]
     assert alpha["votes"]["moe/final"] == {"label": "happy", "confidence": 0.9}
     assert (alpha["teacher_label"], alpha["teacher_reasoning"]) == ("happy", "alpha: the teacher hears happy")
@@ -245,6 +245,20 @@ def test_accepted_clips_with_votes_and_the_teacher_run_the_mining_run_used(built
         [1, "delta", "sad", 0.85], [2, "beta", "sad", 0.9]]                 # the teacher's votes
     # M2 started after T2 finished: its teacher answer for alpha is T2's.
     assert newer["name"].tolist() == ["alpha"] and newer.iloc[0]["teacher_label"] == "angry"
+
+
+def test_accepted_clips_reads_only_the_first_clips_when_limited_and_counts_them_all(built, truth):
+    catalog, _ = built
+    with catalog.reader() as s:
+        _, every, total = audit.accepted_clips(s, "M1", truth=truth, reasoning=True)
+        _, first, first_total = audit.accepted_clips(s, "M1", truth=truth, reasoning=True, limit=2)
+        _, none, none_total = audit.accepted_clips(s, "M1", limit=0)
+        _, beyond, beyond_total = audit.accepted_clips(s, "M1", limit=10)
+        with pytest.raises(ValueError, match="limit must be 0 or more, not -1"):
+            audit.accepted_clips(s, "M1", limit=-1)
+    assert total == len(every) == 3 and first_total == none_total == beyond_total == 3
+    pd.testing.assert_frame_equal(first, every.head(2))                 # the same rows, in order
+    assert none.empty and len(beyond) == 3
 
 
 def test_clip_history_by_name_or_id(built):
@@ -365,8 +379,8 @@ def test_filters_are_bound_never_pasted(built):
     before = dump(catalog)
     evil = "x' OR 1=1 --"
     with catalog.reader() as s:
-        _, frame = audit.accepted_clips(s, "M1", None, evil)
-        assert frame.empty
+        _, frame, total = audit.accepted_clips(s, "M1", None, evil)
+        assert frame.empty and total == 0
         with pytest.raises(ValueError, match="is not a mining run"):
             audit.mine_run(s, evil)
         with pytest.raises(ValueError, match="no clip named"):
