@@ -40,6 +40,8 @@ def test_audit_commands_answer_as_computed_by_hand(ws):
     assert code == 0 and diff["counts"] == {"entered": 1, "left": 0, "changed": 0}
     code, dis, _ = mersemi("audit", "disagreements", *w, "--run", "M1", "--round", "1", "--json")
     assert code == 0 and [c["name"] for c in dis["clips"]] == ["gamma", "beta"]
+    code, _, text = mersemi("audit", "disagreements", *w, "--run", "M1", "--round", "1", "--limit", "1")
+    assert code == 0 and "disagreements (2)" in text and "1 more: --limit or --json for all" in text
     code, _, text = mersemi("audit", "clip", "alpha", *w)
     assert code == 0 and "angry" in text and "rule demote(label=happy,margin=0.1) (run Z1)" in text
     code, _, text = mersemi("audit", "rounds", *w)                       # the newest run, as tables
