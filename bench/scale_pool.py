@@ -25,12 +25,14 @@ Then runs the real stages, one process at a time, on that workspace:
 and prints, per stage, wall time and the peak summed PSS of the stage's process tree
 (/proc/PID/smaps_rollup, every 0.25 s, children included) and the peak of the stage's process
 while no fold worker was alive (the phases around the fits); per mining round its wall time (the catalog's
-stages.started_at / finished_at); and the in-memory size of the feature matrix, to compare
-peaks across pool sizes. Several `--pool` values run one after the other in fresh workspaces.
+stages.started_at / finished_at); and the size of the feature matrix, to compare peaks across
+pool sizes: its values, and as the models hold it (`build_bundle`: a row per clip and feature
+set, zeros where the clip has none, a presence flag, and per sequence four integers a clip).
+Several `--pool` values run one after the other in fresh workspaces.
 Each stage's PSS samples go to ROOT/pss-<pool>-<stage>.csv (t_s, pss_mb, and its parts own_mb
 and workers_mb: the stage's own process, its fold workers), to place its peak among its steps.
 `--pseudo-ratio R` is passed to mine and finalize. With several pools, a last table gives each
-stage's growth from the smallest pool beyond the matrix's (for the stages that load it), per
+stage's growth from the smallest pool beyond the held matrix's (for the stages that load it), per
 added candidate: of the peak PSS, and of the peak anonymous PSS (the tree's data: Pss_Anon +
 Pss_Shmem, without the pages of mapped files, which PSS splits with any other process that
 maps the same libraries, so a test run beside the bench lowers it).
@@ -207,11 +209,16 @@ def build(ws: Path, n_train: int, n_pool: int, au_frames: int, joint: int, teach
     with catalog.writer() as s:
         s.run("insert_run", run_id=features_run, command="features", started_at=started,
               params={"bench": "scale_pool"}, code_version="bench", flow_run_id=None, cache_key=None)
-    sets, matrix_bytes = [], 0
+    sets, matrix_bytes, held_bytes, n = [], 0, 0, len(ids)
     for spec in extractor_plan(au_frames, joint):
         fref, counts = write_feature_set(store, features_run, spec, ids, y, rng)
         seq = spec["seq"]
         matrix_bytes += counts["ok"] * 4 * (spec["dim"] + (seq[0] * seq[1] if seq else 0))
+        # As the models hold it (tasks.train.build_bundle): a row per clip (zeros where it has
+        # none) and a presence flag; a sequence's values and four integers per clip (Ragged).
+        held_bytes += n * (4 * spec["dim"] + 1)
+        if seq:
+            held_bytes += counts["ok"] * 4 * seq[0] * seq[1] + n * (4 + 8 + 4 + 4 + 1)
         sets.append({"ref": fref, "extractor": spec["name"], "extractor_key": f"{spec['name']}-bench",
                      "params": {"bench": True}, "counts": counts, "dim": spec["dim"],
                      "seq_dim": seq[1] if seq else None})
@@ -222,6 +229,7 @@ def build(ws: Path, n_train: int, n_pool: int, au_frames: int, joint: int, teach
     pd.DataFrame({"name": registry["name"], "discrete": np.array(LABELS)[truth]})[pool].to_csv(
         ws / "truth.csv", index=False)
     built = {"train": n_train, "pool": n_pool, "matrix_mb": matrix_bytes / 2**20,
+             "held_mb": held_bytes / 2**20,
              "teacher_accuracy": measured,
              "artifacts_mb": sum(s["ref"].n_bytes for s in sets) / 2**20,
              "sample": str(registry.loc[pool, "name"].iloc[len(registry[pool]) // 2])}
@@ -320,7 +328,8 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         built = build(ws, args.train, n_pool, args.au_frames, args.joint, args.teacher_accuracy)
     build_s = time.perf_counter() - t0
     print(f"\n## pool {n_pool:,} (+ {args.train:,} labelled): workspace {ws}, built in {build_s:.1f} s; "
-          f"feature matrix {built['matrix_mb']:.0f} MB in memory (float32), artifacts "
+          f"feature matrix {built['matrix_mb']:.0f} MB of values (float32), "
+          f"{built.get('held_mb', float('nan')):.0f} MB as the models hold it, artifacts "
           f"{built['artifacts_mb']:.0f} MB; teacher accuracy {built['teacher_accuracy']:.3f}", flush=True)
     env = os.environ | {"PREFECT_LOGGING_LEVEL": "WARNING"}
     train_opts = ["--folds", str(args.folds), "--seeds", args.seeds, "--epochs", str(args.epochs),
@@ -365,7 +374,7 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         print("\n" + "\n".join(results["audit rounds"]["stdout"].strip().splitlines()[-12:]))
     if not args.keep:
         shutil.rmtree(ws)
-    return {"pool": n_pool, "matrix_mb": built["matrix_mb"],
+    return {"pool": n_pool, "matrix_mb": built.get("held_mb", built["matrix_mb"]),
             "peaks": {name.split(" ")[0]: (r["peak_mb"], r["data_mb"]) for name, r in results.items()
                       if not name.startswith("audit")}}
 
@@ -376,8 +385,9 @@ MATRIX_STAGES = ("train", "predict", "mine", "finalize")
 
 def growth_table(runs: list[dict]) -> str:
     """Per stage, what its peak grew from the smallest pool to each larger one beyond what the
-    feature matrix grew (for the stages that load it), in MB and in bytes per added candidate:
-    of the peak PSS and of the peak anonymous PSS (data, without mapped files' pages)."""
+    feature matrix as the models hold it grew (for the stages that load it), in MB and in bytes
+    per added candidate: of the peak PSS and of the peak anonymous PSS (data, without mapped
+    files' pages)."""
     first, lines = runs[0], []
     for later in runs[1:]:
         added = later["pool"] - first["pool"]
@@ -390,7 +400,7 @@ def growth_table(runs: list[dict]) -> str:
             lines.append(f"| {stage} | {first['pool']:,} -> {later['pool']:,} | {matrix:.0f} | "
                          f"{grew:+.0f} | {grew * 2**20 / added:+.0f} | {grew_data:+.0f} | "
                          f"{grew_data * 2**20 / added:+.0f} |")
-    return ("| stage | pools | matrix grew MB | peak PSS grew beyond it MB | B per added candidate "
+    return ("| stage | pools | held matrix grew MB | peak PSS grew beyond it MB | B per added candidate "
             "| peak data grew beyond it MB | B per added candidate |\n|---|---|---|---|---|---|---|\n"
             + "\n".join(lines))
 
