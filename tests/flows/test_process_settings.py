@@ -36,3 +36,24 @@ def test_arrow_s_arenas_are_committed_lazily_unless_the_user_says_otherwise(give
     assert done.returncode == 0, done.stderr
     # pyarrow was loaded by the imports, with the setting already made.
     assert done.stdout.strip().splitlines()[-1] == repr({"pyarrow": expected})
+
+
+POOL = """
+import flows.cli, flows.pipeline, pyarrow as pa
+print(pa.default_memory_pool().backend_name, "jemalloc" in pa.supported_memory_backends())
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "jemalloc"), ("system", "system"),
+                                                 ("mimalloc", "mimalloc")])
+def test_arrow_allocates_with_jemalloc_unless_the_user_chose_a_pool(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if given is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = given
+    done = subprocess.run([sys.executable, "-c", POOL], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    backend, has_jemalloc = done.stdout.split()[-2:]
+    if has_jemalloc == "False" and given is None:     # a pyarrow built without it: its default
+        expected = "mimalloc"
+    assert backend == expected
