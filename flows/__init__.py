@@ -6,7 +6,8 @@ so the process's allocator settings below are in place when Arrow's memory pool 
 
 import os
 
-# Arrow's memory pool is mimalloc, whose arenas are committed eagerly by default on Linux
+# Where Arrow's memory pool is mimalloc (pyarrow's default: a user's ARROW_DEFAULT_MEMORY_POOL, or
+# a pyarrow without jemalloc; `_arrow_memory_pool` below), its arenas are committed eagerly on Linux
 # (MIMALLOC_ARENA_EAGER_COMMIT=2). Measured here (docs/benchmarks.md, session 15): with eager
 # commit, building the 100,000-candidate bundle left ~45 MB resident beyond its arrays, ~25 at
 # 25,000 (memory Arrow had freed: its pool had handed out only the arrays' bytes); committed
