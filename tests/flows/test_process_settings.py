@@ -26,16 +26,23 @@ print(seen)
 """
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "0"), ("2", "2")])
-def test_arrow_s_arenas_are_committed_lazily_unless_the_user_says_otherwise(given, expected):
-    env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ARENA_EAGER_COMMIT"}
+def run_with(code: str, variable: str, given: str | None) -> str:
+    """`code` run by a new Python whose environment has `variable` set to `given` (None: unset);
+    its output."""
+    env = {k: v for k, v in os.environ.items() if k != variable}
     if given is not None:
-        env["MIMALLOC_ARENA_EAGER_COMMIT"] = given
-    done = subprocess.run([sys.executable, "-c", WATCH], cwd=ROOT, env=env, capture_output=True,
+        env[variable] = given
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "0"), ("2", "2")])
+def test_arrow_s_arenas_are_committed_lazily_unless_the_user_says_otherwise(given, expected):
+    out = run_with(WATCH, "MIMALLOC_ARENA_EAGER_COMMIT", given)
     # pyarrow was loaded by the imports, with the setting already made.
-    assert done.stdout.strip().splitlines()[-1] == repr({"pyarrow": expected})
+    assert out.strip().splitlines()[-1] == repr({"pyarrow": expected})
 
 
 POOL = """
@@ -47,13 +54,7 @@ print(pa.default_memory_pool().backend_name, "jemalloc" in pa.supported_memory_b
 @pytest.mark.parametrize(("given", "expected"), [(None, "jemalloc"), ("system", "system"),
                                                  ("mimalloc", "mimalloc")])
 def test_arrow_allocates_with_jemalloc_unless_the_user_chose_a_pool(given, expected):
-    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    if given is not None:
-        env["ARROW_DEFAULT_MEMORY_POOL"] = given
-    done = subprocess.run([sys.executable, "-c", POOL], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    backend, has_jemalloc = done.stdout.split()[-2:]
+    backend, has_jemalloc = run_with(POOL, "ARROW_DEFAULT_MEMORY_POOL", given).split()[-2:]
     if has_jemalloc == "False" and given is None:     # a pyarrow built without it: its default
         expected = "mimalloc"
     assert backend == expected
