@@ -374,7 +374,8 @@ def bench_pool(root: Path, n_pool: int, args) -> None:
         print("\n" + "\n".join(results["audit rounds"]["stdout"].strip().splitlines()[-12:]))
     if not args.keep:
         shutil.rmtree(ws)
-    return {"pool": n_pool, "matrix_mb": built.get("held_mb", built["matrix_mb"]),
+    # A workspace kept by an older bench (--reuse) has only the values' figure.
+    return {"pool": n_pool, "held_mb": built.get("held_mb", built["matrix_mb"]),
             "peaks": {name.split(" ")[0]: (r["peak_mb"], r["data_mb"]) for name, r in results.items()
                       if not name.startswith("audit")}}
 
@@ -394,7 +395,7 @@ def growth_table(runs: list[dict]) -> str:
         for stage, (peak, data) in later["peaks"].items():
             if stage not in first["peaks"]:
                 continue
-            matrix = later["matrix_mb"] - first["matrix_mb"] if stage in MATRIX_STAGES else 0.0
+            matrix = later["held_mb"] - first["held_mb"] if stage in MATRIX_STAGES else 0.0
             grew = peak - first["peaks"][stage][0] - matrix
             grew_data = data - first["peaks"][stage][1] - matrix
             lines.append(f"| {stage} | {first['pool']:,} -> {later['pool']:,} | {matrix:.0f} | "
